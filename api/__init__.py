@@ -1,0 +1,47 @@
+"""The HTTP API: a Flask application factory.
+
+``create_app()`` reads settings from the environment (or takes them), opens the PostgreSQL
+pool, binds the SQS queue, and registers one blueprint per area. Nothing is configured at
+import time; gunicorn calls ``api:create_app()``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api import health
+from api.auth import configure_jwt
+from api.errors import register_error_handlers
+from api.logs.views import bp as logs_bp
+from api.observability import install_request_context
+from api.services import Services
+from auditlog.logs import configure_logging
+from auditlog.queue import EventQueue
+from auditlog.settings import Settings
+from auditlog.store.pool import open_pool
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    configure_jwt(app, settings)
+    register_error_handlers(app)
+    install_request_context(app)
+
+    pool = open_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        name="api",
+    )
+    app.extensions["auditlog"] = Services(
+        settings=settings, pool=pool, queue=EventQueue.from_settings(settings)
+    )
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(logs_bp)
+    app.url_map.strict_slashes = False
+    return app

@@ -1,0 +1,140 @@
+"""JWT bearer authentication and role checks.
+
+Tokens are verified with exactly one configured algorithm (HS256 with a shared secret by
+default, or RS256 with a public key), so ``alg: none`` and HS/RS confusion fail. Every
+authentication failure is a 401 problem document; a role that may not act is a 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from flask import Flask, Response, g
+from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
+
+from api.errors import ApiProblem, problem_response
+from auditlog.settings import Settings
+from auditlog.tokens import ROLES
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Who may do what. Platform admins manage tenants; inside a tenant, writers ingest,
+# readers/auditors read, and the seed's "user" does both.
+WRITE_ROLES = frozenset({"writer", "user", "admin"})
+READ_ROLES = frozenset({"reader", "auditor", "user", "admin"})
+ADMIN_ROLES = frozenset({"admin"})
+
+SUPPORTED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512")
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: str
+    tenant_id: uuid.UUID | None
+
+
+def configure_jwt(app: Flask, settings: Settings) -> None:
+    app.config["JWT_TOKEN_LOCATION"] = ["headers"]
+    app.config["JWT_ALGORITHM"] = settings.jwt_algorithm
+    app.config["JWT_DECODE_ALGORITHMS"] = [settings.jwt_algorithm]
+    if settings.jwt_algorithm not in SUPPORTED_ALGORITHMS:
+        raise ValueError(f"JWT_ALGORITHM must be one of {', '.join(SUPPORTED_ALGORITHMS)}")
+    if settings.jwt_algorithm.startswith("HS"):
+        if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"JWT_SECRET must be set, at least {MIN_SECRET_BYTES} bytes")
+        app.config["JWT_SECRET_KEY"] = settings.jwt_secret
+    else:
+        if not settings.jwt_public_key:
+            raise ValueError(f"JWT_PUBLIC_KEY must be set for {settings.jwt_algorithm}")
+        app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key
+        app.config["JWT_PRIVATE_KEY"] = settings.jwt_private_key or None
+    app.config["JWT_ERROR_MESSAGE_KEY"] = "detail"
+    manager = JWTManager(app)
+
+    def unauthorized(detail: str) -> Response:
+        return problem_response(
+            401, detail, kind="unauthorized", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    manager.unauthorized_loader(
+        lambda reason: unauthorized(f"Missing or unusable credentials: {reason}.")
+    )
+    manager.invalid_token_loader(lambda reason: unauthorized(f"The token is invalid: {reason}."))
+    manager.expired_token_loader(lambda _h, _p: unauthorized("The token has expired."))
+    manager.needs_fresh_token_loader(lambda _h, _p: unauthorized("A fresh token is required."))
+    manager.revoked_token_loader(lambda _h, _p: unauthorized("The token has been revoked."))
+    manager.user_lookup_error_loader(lambda _h, _p: unauthorized("The token's subject is unknown."))
+    manager.token_verification_failed_loader(
+        lambda _h, _p: unauthorized("The token's claims are not valid.")
+    )
+
+
+def _unauthorized(detail: str) -> ApiProblem:
+    return ApiProblem(401, detail, kind="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _principal_from_claims(claims: dict[str, Any]) -> Principal:
+    role = claims.get("role")
+    if role not in ROLES:
+        raise _unauthorized("The token has no valid `role` claim.")
+    raw_tenant = claims.get("tenant_id")
+    tenant: uuid.UUID | None = None
+    if raw_tenant is not None:
+        try:
+            tenant = uuid.UUID(str(raw_tenant))
+        except ValueError:
+            raise _unauthorized("The token's `tenant_id` claim is not a UUID.") from None
+    if tenant is None and role != "admin":
+        raise _unauthorized("The token has no `tenant_id` claim.")
+    return Principal(subject=str(claims.get("sub", "")), role=str(role), tenant_id=tenant)
+
+
+def authenticate() -> Principal:
+    verify_jwt_in_request()
+    principal = _principal_from_claims(get_jwt())
+    g.principal = principal
+    return principal
+
+
+def require_roles(
+    roles: frozenset[str], *, tenant: bool = True
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Authenticate, then require one of ``roles`` (and a tenant in the token if ``tenant``)."""
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            principal = authenticate()
+            if principal.role not in roles:
+                raise ApiProblem(
+                    403, f"The role `{principal.role}` may not do this.", kind="forbidden"
+                )
+            if tenant and principal.tenant_id is None:
+                raise ApiProblem(
+                    403,
+                    "This endpoint acts inside a tenant; the token names none.",
+                    kind="forbidden",
+                )
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def current_principal() -> Principal:
+    principal: Principal = g.principal
+    return principal
+
+
+def current_tenant() -> uuid.UUID:
+    tenant = current_principal().tenant_id
+    assert tenant is not None  # require_roles(tenant=True) guarantees it
+    return tenant

@@ -1,0 +1,44 @@
+"""Per-request id and access log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from auditlog.logs import request_id_var, tenant_id_var
+
+log = logging.getLogger("api.access")
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def install_request_context(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        offered = request.headers.get("X-Request-ID", "")
+        g.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        request_id_var.set(g.request_id)
+        tenant_id_var.set(None)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        principal = g.get("principal")
+        if principal is not None and principal.tenant_id is not None:
+            tenant_id_var.set(str(principal.tenant_id))
+        log.info(
+            "api.request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+                ),
+            },
+        )
+        return response

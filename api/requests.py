@@ -1,0 +1,45 @@
+"""Reading request bodies without ever answering 500 for what a client sent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from api.errors import ApiProblem
+from auditlog.events import FieldError
+
+
+def json_body() -> Any:
+    """The request's JSON value, or a 4xx problem: 415 for another media type, 400 for
+    bytes that are not UTF-8 JSON (named ``body``)."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiProblem(
+            415,
+            "Send the body as application/json.",
+            errors=[FieldError("Content-Type", "must be application/json")],
+        )
+    raw = request.get_data(cache=False)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiProblem(
+            400,
+            "The body is not valid UTF-8.",
+            errors=[FieldError("body", f"invalid UTF-8 at byte {exc.start}")],
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiProblem(
+            400,
+            "The body is not valid JSON.",
+            errors=[FieldError("body", f"{exc.msg} at line {exc.lineno} column {exc.colno}")],
+            kind="malformed-json",
+        ) from None
+    except RecursionError:
+        raise ApiProblem(
+            400, "The body nests too deeply.", errors=[FieldError("body", "nests too deeply")]
+        ) from None

@@ -1,0 +1,61 @@
+"""The long-lived objects a request uses, created once per app in ``create_app``."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from flask import current_app
+from psycopg_pool import ConnectionPool
+
+from auditlog.queue import EventQueue
+from auditlog.settings import Settings
+from auditlog.tenants import tenant_status
+
+
+class TenantStatusCache:
+    """Tenant status for the ingest check, cached briefly so ingest does not hit the
+    database on every request. A suspension takes effect within ``ttl`` seconds."""
+
+    def __init__(self, pool: ConnectionPool, ttl: float = 5.0) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[uuid.UUID, tuple[float, str | None]] = {}
+
+    def status(self, tenant_id: uuid.UUID) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(tenant_id)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        with self._pool.connection() as conn:
+            status = tenant_status(conn, tenant_id)
+        with self._lock:
+            self._entries[tenant_id] = (now, status)
+        return status
+
+    def forget(self, tenant_id: uuid.UUID) -> None:
+        with self._lock:
+            self._entries.pop(tenant_id, None)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: ConnectionPool
+    queue: EventQueue
+    tenants: TenantStatusCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tenants = TenantStatusCache(self.pool)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["auditlog"]
+    return found

@@ -1,0 +1,1 @@
+"""Dagster asset definitions of the platform."""

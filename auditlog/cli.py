@@ -1,0 +1,106 @@
+"""``auditlog``: operator commands (migrations, dev tokens, tenants, chain verification)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+
+from auditlog.settings import Settings
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from auditlog.store.migrate import migrate
+
+    applied = migrate(settings.database_url)
+    print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.tokens import mint_token
+
+    print(
+        mint_token(
+            settings, tenant_id=args.tenant, role=args.role, subject=args.sub, ttl_seconds=args.ttl
+        )
+    )
+    return 0
+
+
+def _create_tenant(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.store.pool import connect
+    from auditlog.tenants import create_tenant
+
+    with connect(settings.database_url) as conn:
+        tenant = create_tenant(
+            conn, name=args.name, status=args.status, retention_days=args.retention_days
+        )
+        conn.commit()
+    print(json.dumps(tenant, default=str))
+    return 0
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.store.pool import connect
+    from auditlog.verify import verify_tenant_chain
+
+    with connect(settings.database_url) as conn:
+        result = verify_tenant_chain(conn, uuid.UUID(args.tenant), args.from_seq, args.to_seq)
+    print(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
+
+
+def _redrive(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.queue import EventQueue
+
+    moved = EventQueue.from_settings(settings).redrive_dead_letters(args.limit)
+    print(
+        f"moved {moved} message(s) from {settings.sqs_dlq_name} back to {settings.sqs_queue_name}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
+
+    token = sub.add_parser("token", help="print a development JWT")
+    token.add_argument("--tenant", help="tenant id (omit for a platform admin)")
+    token.add_argument("--role", default="user")
+    token.add_argument("--sub", default="dev")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
+    token.set_defaults(func=_token)
+
+    tenant = sub.add_parser("create-tenant", help="create a tenant directly in the database")
+    tenant.add_argument("name")
+    tenant.add_argument("--status", default="active", choices=["active", "inactive", "suspended"])
+    tenant.add_argument("--retention-days", type=int, default=365)
+    tenant.set_defaults(func=_create_tenant)
+
+    verify = sub.add_parser("verify", help="verify a tenant's hash chain; exit 1 on a break")
+    verify.add_argument("--tenant", required=True)
+    verify.add_argument("--from-seq", type=int, default=1)
+    verify.add_argument("--to-seq", type=int, default=None)
+    verify.set_defaults(func=_verify)
+
+    redrive = sub.add_parser(
+        "redrive-dead-letters", help="move dead letters back to the events queue"
+    )
+    redrive.add_argument("--limit", type=int, default=None, help="at most this many messages")
+    redrive.set_defaults(func=_redrive)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    return int(args.func(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

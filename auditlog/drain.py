@@ -1,0 +1,298 @@
+"""Moving events from SQS into PostgreSQL with an exactly-once effect.
+
+One batch, in one transaction: COPY the events into a staging table, lock the chain heads
+of the batch's tenants, drop ids that are already stored, assign each tenant's next ``seq``
+values and hash chain links, INSERT, advance the heads, NOTIFY, COMMIT. Only after the
+commit are the messages deleted from SQS. A crash anywhere before the delete means the
+messages come back and the batch is redone; the id check makes that harmless.
+
+A message that cannot be parsed or validated is left undeleted: SQS moves it to the
+dead-letter queue after ``maxReceiveCount`` receives, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from auditlog.chain import link_hash
+from auditlog.events import RECORD_FIELDS, EventIn, canonical_json
+from auditlog.queue import BadEnvelope, EventQueue, ReceivedMessage, decode_envelope
+from auditlog.store.pool import connect
+from auditlog.store.queries import QUERIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParsedMessage:
+    message: ReceivedMessage
+    records: list[dict[str, Any]]
+
+
+@dataclass
+class BatchResult:
+    messages: int = 0
+    events_received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected_messages: int = 0
+    oldest_message_age_s: float = 0.0
+    db_seconds: float = 0.0
+
+
+@dataclass
+class DrainStats:
+    batches: int = 0
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected_messages: int = 0
+    max_lag_s: float = 0.0
+    batch_seconds: list[float] = field(default_factory=list)
+
+    def add(self, result: BatchResult) -> None:
+        self.batches += 1
+        self.messages += result.messages
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.rejected_messages += result.rejected_messages
+        self.max_lag_s = max(self.max_lag_s, result.oldest_message_age_s)
+        self.batch_seconds.append(result.db_seconds)
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Check a queued record before it is staged, so one bad record cannot fail a batch."""
+    if set(record) != set(RECORD_FIELDS):
+        raise ValueError("record fields differ from the stored event fields")
+    uuid.UUID(record["id"])
+    uuid.UUID(record["tenant_id"])
+    datetime.fromisoformat(record["created_at"])
+    client_fields = {
+        k: v for k, v in record.items() if k not in ("id", "created_at") and v is not None
+    }
+    EventIn.model_validate(client_fields)
+
+
+def parse_messages(
+    messages: Sequence[ReceivedMessage],
+) -> tuple[list[ParsedMessage], list[ReceivedMessage]]:
+    good: list[ParsedMessage] = []
+    bad: list[ReceivedMessage] = []
+    for message in messages:
+        try:
+            records = decode_envelope(message.body)
+            for record in records:
+                validate_record(record)
+        except (BadEnvelope, ValueError, TypeError, KeyError, ValidationError) as exc:
+            log.warning(
+                "drain.bad_message",
+                extra={
+                    "message_id": message.message_id,
+                    "receive_count": message.receive_count,
+                    "error": str(exc)[:300],
+                },
+            )
+            bad.append(message)
+            continue
+        good.append(ParsedMessage(message, records))
+    return good, bad
+
+
+def _copy_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    row = []
+    for name in RECORD_FIELDS:
+        value = record[name]
+        if name in ("before_state", "after_state", "metadata") and value is not None:
+            value = canonical_json(value)
+        row.append(value)
+    return tuple(row)
+
+
+class PartitionCache:
+    """Days whose partition this process has already made sure of."""
+
+    def __init__(self) -> None:
+        self._known: set[date] = set()
+
+    def ensure(self, conn: psycopg.Connection[Any], days: set[date]) -> None:
+        missing = days - self._known
+        if not missing:
+            return
+        conn.execute(
+            QUERIES["ensure_partitions"], {"first_day": min(missing), "last_day": max(missing)}
+        )
+        self._known |= missing
+
+
+def store_batch(
+    conn: psycopg.Connection[Any], parsed: Sequence[ParsedMessage], partitions: PartitionCache
+) -> tuple[int, int]:
+    """Store the events of ``parsed`` in one transaction; return (stored, duplicates)."""
+    records = [r for p in parsed for r in p.records]
+    days = {datetime.fromisoformat(r["created_at"]).astimezone(UTC).date() for r in records}
+    with conn.transaction():
+        partitions.ensure(conn, days)
+        conn.execute(QUERIES["create_staging"])
+        with conn.cursor().copy(QUERIES["copy_staging"]) as copy:
+            for record in records:
+                copy.write_row(_copy_row(record))
+        conn.execute(QUERIES["create_missing_chain_heads"])
+        heads = {
+            tenant: (last_seq, bytes(last_hash))
+            for tenant, last_seq, last_hash in conn.execute(QUERIES["lock_chain_heads"]).fetchall()
+        }
+        new_events = conn.execute(QUERIES["staged_new_events"]).fetchall()
+        advanced: dict[uuid.UUID, tuple[int, bytes]] = {}
+        with conn.cursor().copy(QUERIES["copy_staging_chain"]) as copy:
+            for tenant, event_id, rendered in new_events:
+                seq, prev = advanced.get(tenant, heads[tenant])
+                seq += 1
+                digest = link_hash(prev, rendered, seq)
+                copy.write_row((event_id, seq, prev, digest))
+                advanced[tenant] = (seq, digest)
+        if new_events:
+            conn.execute(QUERIES["insert_from_staging"])
+        for tenant, (last_seq, last_hash) in advanced.items():
+            conn.execute(
+                QUERIES["advance_chain_head"],
+                {"tenant_id": tenant, "last_seq": last_seq, "last_hash": last_hash},
+            )
+            conn.execute(QUERIES["notify_committed"], {"payload": f"{tenant}:{last_seq}"})
+    stored = len(new_events)
+    return stored, len(records) - stored
+
+
+class Drainer:
+    """Drains the queue into PostgreSQL; one instance per drain run."""
+
+    def __init__(self, queue: EventQueue, database_url: str, batch_size: int = 500) -> None:
+        self.queue = queue
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.partitions = PartitionCache()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.database_url)
+        return self._conn
+
+    def collect(self, wait_seconds: int) -> list[ReceivedMessage]:
+        """Long-poll for a first message, then top up quickly to about ``batch_size`` events."""
+        messages = self.queue.receive(10, wait_seconds)
+        if not messages:
+            return messages
+        deadline = time.monotonic() + 0.2
+        while len(messages) < self.batch_size and time.monotonic() < deadline:
+            more = self.queue.receive(10, 0)
+            if not more:
+                break
+            messages.extend(more)
+        return messages
+
+    def process(self, messages: Sequence[ReceivedMessage]) -> BatchResult:
+        result = BatchResult(messages=len(messages))
+        if not messages:
+            return result
+        now = time.time()
+        result.oldest_message_age_s = max(0.0, now - min(m.sent_at for m in messages))
+        good, bad = parse_messages(messages)
+        result.rejected_messages = len(bad)
+        result.events_received = sum(len(p.records) for p in good)
+        started = time.monotonic()
+        stored_ok = self._store(good, result)
+        result.db_seconds = time.monotonic() - started
+        # Only now, after COMMIT, may the messages go.
+        failed = self.queue.delete([p.message.receipt_handle for p in stored_ok])
+        if failed:
+            log.warning("drain.delete_failed", extra={"count": failed})
+        return result
+
+    def _store(self, good: list[ParsedMessage], result: BatchResult) -> list[ParsedMessage]:
+        if not good:
+            return []
+        conn = self._connection()
+        try:
+            stored, dups = store_batch(conn, good, self.partitions)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # Something in the batch is unacceptable to the database: find it by storing
+            # message by message, so the healthy ones go through and the bad one is
+            # left to reach the dead-letter queue.
+            log.warning("drain.batch_rejected_isolating", extra={"error": str(exc)[:300]})
+            return self._store_one_by_one(good, result)
+        result.stored += stored
+        result.duplicates += dups
+        return good
+
+    def _store_one_by_one(
+        self, good: list[ParsedMessage], result: BatchResult
+    ) -> list[ParsedMessage]:
+        conn = self._connection()
+        ok = []
+        for parsed in good:
+            try:
+                stored, dups = store_batch(conn, [parsed], self.partitions)
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                log.warning(
+                    "drain.message_rejected",
+                    extra={"message_id": parsed.message.message_id, "error": str(exc)[:300]},
+                )
+                result.rejected_messages += 1
+                continue
+            result.stored += stored
+            result.duplicates += dups
+            ok.append(parsed)
+        return ok
+
+    def run(
+        self,
+        time_budget_s: float,
+        idle_s: float,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> DrainStats:
+        """Drain until the time budget is spent, the queue stayed empty for ``idle_s``, or
+        ``should_stop()``. Database outages are waited out: messages stay on the queue."""
+        stats = DrainStats()
+        started = time.monotonic()
+        last_activity = started
+        backoff = 0.5
+        while not should_stop():
+            now = time.monotonic()
+            if now - started >= time_budget_s or now - last_activity >= idle_s:
+                break
+            wait = int(max(1, min(5, idle_s - (now - last_activity))))
+            messages = self.collect(wait)
+            if not messages:
+                continue
+            last_activity = time.monotonic()
+            try:
+                result = self.process(messages)
+            except psycopg.OperationalError as exc:
+                # The database is away. Nothing was deleted, so the messages return after
+                # their visibility timeout; wait, reconnect and go on.
+                log.warning("drain.database_unavailable", extra={"error": str(exc)[:300]})
+                self.close()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            backoff = 0.5
+            stats.add(result)
+            if on_batch is not None:
+                on_batch(result)
+        self.close()
+        return stats

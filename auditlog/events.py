@@ -1,0 +1,222 @@
+"""The audit event model: what a client may send, and what the platform stamps on it.
+
+Validation is strict on purpose. An audit record is evidence, so a typo in a field name is
+rejected (422 naming the field) rather than silently dropped, and values are never coerced
+from one JSON type to another (no number where a string belongs, no epoch seconds for a time).
+Values are normalised once here (IP addresses compressed, times in UTC) so that what the
+API accepts is byte for byte what is queued, stored and returned.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+MAX_JSON_FIELD_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+MAX_EVENT_BYTES = 256 * 1024
+JSON_FIELDS = ("before_state", "after_state", "metadata")
+
+
+class ActionType(StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    VIEW = "VIEW"
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field; ``field`` is a dotted path such as ``metadata`` or
+    ``events.3.severity``."""
+
+    field: str
+    message: str
+
+
+def _json_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_json_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_json_depth(v) for v in value), default=0)
+    return 0
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for sizes, hashing and storage comparisons."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_time(value: datetime) -> str:
+    """UTC, microsecond precision, ``Z`` suffix: what PostgreSQL's timestamptz keeps."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EventIn(BaseModel):
+    """The body of ``POST /api/v1/logs``: the seed prototype's fields plus ``occurred_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
+    ip_address: StrictStr | None = None
+    user_agent: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    action_type: ActionType
+    resource_type: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    resource_id: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    severity: Severity
+    before_state: dict[str, Any] | None = None
+    after_state: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    occurred_at: datetime | None = None
+
+    @field_validator("tenant_id", "user_id", "action_type", "severity", mode="before")
+    @classmethod
+    def _must_be_string(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+
+    @field_validator("ip_address")
+    @classmethod
+    def _valid_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO-8601 string with a timezone")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO-8601 date-time with a timezone") from None
+        if parsed.tzinfo is None:
+            raise ValueError("must include a timezone offset, e.g. 2024-05-01T12:00:00Z")
+        return parsed
+
+    @field_validator(*JSON_FIELDS)
+    @classmethod
+    def _bounded_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if _json_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+        if len(canonical_json(value).encode()) > MAX_JSON_FIELD_BYTES:
+            raise ValueError(f"is larger than {MAX_JSON_FIELD_BYTES} bytes")
+        return value
+
+
+def _pydantic_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
+    errors = []
+    for item in exc.errors(include_url=False):
+        # Only the field itself is named, not pydantic's union-branch labels.
+        path = [str(p) for p in item["loc"] if not str(p).startswith(("function-", "json-or"))]
+        if item["type"] in ("missing",):
+            message = "is required"
+        elif item["type"] == "extra_forbidden":
+            message = "is not a known field"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        field = ".".join([p for p in (prefix, *path[:1]) if p])
+        errors.append(FieldError(field, message))
+    return errors
+
+
+def parse_event(
+    raw: Any, token_tenant: uuid.UUID, *, prefix: str = ""
+) -> tuple[EventIn | None, list[FieldError]]:
+    """Validate one submitted event for the token's tenant.
+
+    Returns the model or the list of field errors; never raises for bad input.
+    """
+    where = prefix or "body"
+    if not isinstance(raw, Mapping):
+        return None, [FieldError(where, "must be a JSON object")]
+    if len(canonical_json(raw).encode()) > MAX_EVENT_BYTES:
+        return None, [FieldError(where, f"event is larger than {MAX_EVENT_BYTES} bytes")]
+    try:
+        event = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        return None, _pydantic_errors(exc, prefix)
+    if event.tenant_id is not None and event.tenant_id != token_tenant:
+        field = f"{prefix}.tenant_id" if prefix else "tenant_id"
+        return None, [FieldError(field, "does not match the tenant of the token")]
+    return event, []
+
+
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """An event as the platform accepted it: the client's fields plus the stamped ones.
+
+    ``to_record`` is the wire and storage form: every field, JSON types only. It is what
+    goes on the queue, what the drain stores, and what the read API returns.
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    created_at: datetime
+    body: EventIn
+
+    def to_record(self) -> dict[str, Any]:
+        b = self.body
+        return {
+            "id": str(self.id),
+            "tenant_id": str(self.tenant_id),
+            "created_at": format_time(self.created_at),
+            "occurred_at": format_time(b.occurred_at) if b.occurred_at else None,
+            "user_id": str(b.user_id) if b.user_id else None,
+            "session_id": b.session_id,
+            "ip_address": b.ip_address,
+            "user_agent": b.user_agent,
+            "action_type": b.action_type.value,
+            "resource_type": b.resource_type,
+            "resource_id": b.resource_id,
+            "severity": b.severity.value,
+            "before_state": b.before_state,
+            "after_state": b.after_state,
+            "metadata": b.metadata,
+        }
+
+
+# Fields of a stored record in a fixed order: the COPY column list, the hash input order.
+RECORD_FIELDS = (
+    "id",
+    "tenant_id",
+    "created_at",
+    "occurred_at",
+    "user_id",
+    "session_id",
+    "ip_address",
+    "user_agent",
+    "action_type",
+    "resource_type",
+    "resource_id",
+    "severity",
+    "before_state",
+    "after_state",
+    "metadata",
+)

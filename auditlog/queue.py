@@ -1,0 +1,258 @@
+"""The SQS side: packing accepted events into messages, sending, receiving, deleting.
+
+A message body is an *envelope*: ``{"v": 1, "events": [record, ...]}``. Packing many events
+into one message (up to the message size limit) is what makes bulk ingest and the drain
+cheap; a single-event POST simply sends an envelope of one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from auditlog.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+ENVELOPE_VERSION = 1
+# SQS allows 256 KiB per message and per SendMessageBatch call; keep headroom for the
+# envelope and attributes.
+MAX_MESSAGE_BYTES = 250 * 1024
+MAX_BATCH_ENTRIES = 10
+
+
+class QueueUnavailable(RuntimeError):
+    """SQS could not be reached or refused the request; nothing was (fully) queued."""
+
+
+class BadEnvelope(ValueError):
+    """A message body that is not an envelope this version understands."""
+
+
+def make_sqs_client(settings: Settings) -> SQSClient:
+    # Short timeouts and no hidden retries: the API answers 503 quickly and the client
+    # retries with its Idempotency-Key, rather than a request thread hanging on SQS.
+    config = Config(
+        region_name=settings.aws_region,
+        connect_timeout=2,
+        read_timeout=25,  # above the 20 s long-poll maximum
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=32,
+    )
+    return boto3.client("sqs", endpoint_url=settings.aws_endpoint_url_sqs, config=config)
+
+
+def encode_envelope(records: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"v": ENVELOPE_VERSION, "events": list(records)}, separators=(",", ":"))
+
+
+def decode_envelope(body: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadEnvelope(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != ENVELOPE_VERSION:
+        raise BadEnvelope("not a version 1 envelope")
+    events = data.get("events")
+    if not isinstance(events, list) or not events or not all(isinstance(e, dict) for e in events):
+        raise BadEnvelope("envelope has no list of event objects")
+    return events
+
+
+def pack_records(
+    records: Iterable[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES
+) -> Iterator[str]:
+    """Pack records into as few envelopes as fit ``max_bytes`` each, keeping their order."""
+    current: list[str] = []
+    size = len(encode_envelope([]))
+    for record in records:
+        encoded = json.dumps(record, separators=(",", ":"))
+        needed = len(encoded.encode()) + 1
+        if current and size + needed > max_bytes:
+            yield _join(current)
+            current, size = [], len(encode_envelope([]))
+        current.append(encoded)
+        size += needed
+    if current:
+        yield _join(current)
+
+
+def _join(encoded_records: list[str]) -> str:
+    return f'{{"v":{ENVELOPE_VERSION},"events":[{",".join(encoded_records)}]}}'
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    sent_at: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class Backlog:
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+class EventQueue:
+    """The events queue (and its dead-letter queue) by name; URLs are looked up once."""
+
+    def __init__(self, client: SQSClient, queue_name: str, dlq_name: str) -> None:
+        self._client = client
+        self._queue_name = queue_name
+        self._dlq_name = dlq_name
+        self._urls: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventQueue:
+        return cls(make_sqs_client(settings), settings.sqs_queue_name, settings.sqs_dlq_name)
+
+    def url(self, name: str | None = None) -> str:
+        name = name or self._queue_name
+        if name not in self._urls:
+            try:
+                self._urls[name] = self._client.get_queue_url(QueueName=name)["QueueUrl"]
+            except (BotoCoreError, ClientError) as exc:
+                raise QueueUnavailable(f"cannot resolve queue {name!r}: {exc}") from exc
+        return self._urls[name]
+
+    def send_bodies(self, bodies: Sequence[str]) -> None:
+        """Send message bodies with SendMessageBatch; return only when SQS accepted all.
+
+        Entries SQS reports as failed are retried a few times; if any still fail, raise
+        ``QueueUnavailable`` (the caller answers 503, and the client's retry with its
+        Idempotency-Key cannot create a second copy of what did go through).
+        """
+        for start in range(0, len(bodies), MAX_BATCH_ENTRIES):
+            chunk = bodies[start : start + MAX_BATCH_ENTRIES]
+            pending = {str(i): body for i, body in enumerate(chunk)}
+            for attempt in range(3):
+                try:
+                    answer = self._client.send_message_batch(
+                        QueueUrl=self.url(),
+                        Entries=[{"Id": k, "MessageBody": v} for k, v in pending.items()],
+                    )
+                except (BotoCoreError, ClientError) as exc:
+                    raise QueueUnavailable(f"SendMessageBatch failed: {exc}") from exc
+                for ok in answer.get("Successful", []):
+                    pending.pop(ok["Id"], None)
+                if not pending:
+                    break
+                time.sleep(0.05 * (attempt + 1))
+            if pending:
+                raise QueueUnavailable(f"SQS did not accept {len(pending)} message(s)")
+
+    def receive(self, max_messages: int = 10, wait_seconds: int = 10) -> list[ReceivedMessage]:
+        answer = self._client.receive_message(
+            QueueUrl=self.url(),
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+        )
+        return [
+            ReceivedMessage(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m["Body"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                sent_at=int(m.get("Attributes", {}).get("SentTimestamp", "0")) / 1000,
+            )
+            for m in answer.get("Messages", [])
+        ]
+
+    def delete(self, receipt_handles: Sequence[str]) -> int:
+        """Delete received messages; returns how many SQS reports as failed to delete."""
+        failed = 0
+        for start in range(0, len(receipt_handles), MAX_BATCH_ENTRIES):
+            chunk = receipt_handles[start : start + MAX_BATCH_ENTRIES]
+            answer = self._client.delete_message_batch(
+                QueueUrl=self.url(),
+                Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)],
+            )
+            failed += len(answer.get("Failed", []))
+        return failed
+
+    def backlog(self, name: str | None = None) -> Backlog:
+        attrs = self._client.get_queue_attributes(
+            QueueUrl=self.url(name),
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        return Backlog(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def redrive_dead_letters(self, limit: int | None = None) -> int:
+        """Move messages from the dead-letter queue back to the events queue (after a fix).
+
+        Each message is sent to the events queue before it is deleted from the DLQ, so a
+        crash in between leaves a copy in both, never in neither; the drain's id check makes
+        the copy harmless.
+        """
+        moved = 0
+        dlq_url = self.url(self._dlq_name)
+        while limit is None or moved < limit:
+            answer = self._client.receive_message(
+                QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                break
+            self.send_bodies([m["Body"] for m in messages])
+            self._client.delete_message_batch(
+                QueueUrl=dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+            moved += len(messages)
+        return moved
+
+    def dead_letter_backlog(self) -> Backlog:
+        return self.backlog(self._dlq_name)
+
+    def ping(self) -> None:
+        """Raise ``QueueUnavailable`` unless SQS answers for the events queue."""
+        try:
+            self.backlog()
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueUnavailable(str(exc)) from exc
+
+
+def ensure_queues(
+    client: SQSClient,
+    queue_name: str,
+    dlq_name: str,
+    max_receive_count: int,
+    visibility_timeout: int = 60,
+) -> str:
+    """Create the dead-letter queue and the events queue with its redrive policy (idempotent)."""
+    dlq_url = client.create_queue(QueueName=dlq_name)["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+    )
+    queue_url = client.create_queue(
+        QueueName=queue_name,
+        Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility_timeout)},
+    )["QueueUrl"]
+    return queue_url

@@ -1,0 +1,90 @@
+"""Settings, read once from the environment into one typed object.
+
+Defaults point at the embedded local stack (``infra/stack.py``), so a fresh checkout runs
+without configuration; every endpoint can be pointed at AWS or other servers by environment.
+Nothing reads the environment at import time: call ``Settings.from_env()`` where the process
+starts, and build ``Settings(...)`` directly in tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+# One place for every variable and its default. README's table is generated from the same
+# names (tests/unit/test_settings.py keeps the two in step).
+DEFAULTS: dict[str, str] = {
+    "DATABASE_URL": "postgresql://auditlog@127.0.0.1:55432/auditlog",
+    "DAGSTER_PG_URL": "postgresql://auditlog@127.0.0.1:55432/dagster",
+    "AWS_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:9324",
+    "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
+    "SQS_QUEUE_NAME": "audit-events",
+    "SQS_DLQ_NAME": "audit-events-dlq",
+    "SQS_MAX_RECEIVE_COUNT": "5",
+    "S3_BUCKET": "audit-archive",
+    "OPENSEARCH_URL": "http://127.0.0.1:9200",
+    "JWT_ALGORITHM": "HS256",
+    # No default secret: `make run`/`make test` generate one per checkout in .dev/jwt-secret.
+    "JWT_SECRET": "",
+    "JWT_PUBLIC_KEY": "",
+    "JWT_PRIVATE_KEY": "",
+    "API_MAX_BODY_BYTES": str(6 * 1024 * 1024),
+    "DB_POOL_MIN": "1",
+    "DB_POOL_MAX": "8",
+    "DRAIN_BATCH_SIZE": "500",
+    "DRAIN_TIME_BUDGET_SECONDS": "120",
+    "DRAIN_IDLE_SECONDS": "15",
+    "DRAIN_MAX_CONCURRENT_RUNS": "1",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULTS["DATABASE_URL"]
+    dagster_pg_url: str = DEFAULTS["DAGSTER_PG_URL"]
+    aws_region: str = DEFAULTS["AWS_REGION"]
+    aws_endpoint_url_sqs: str = DEFAULTS["AWS_ENDPOINT_URL_SQS"]
+    aws_endpoint_url_s3: str = DEFAULTS["AWS_ENDPOINT_URL_S3"]
+    sqs_queue_name: str = DEFAULTS["SQS_QUEUE_NAME"]
+    sqs_dlq_name: str = DEFAULTS["SQS_DLQ_NAME"]
+    sqs_max_receive_count: int = int(DEFAULTS["SQS_MAX_RECEIVE_COUNT"])
+    s3_bucket: str = DEFAULTS["S3_BUCKET"]
+    opensearch_url: str = DEFAULTS["OPENSEARCH_URL"]
+    jwt_algorithm: str = DEFAULTS["JWT_ALGORITHM"]
+    jwt_secret: str = DEFAULTS["JWT_SECRET"]
+    jwt_public_key: str = DEFAULTS["JWT_PUBLIC_KEY"]
+    jwt_private_key: str = DEFAULTS["JWT_PRIVATE_KEY"]
+    api_max_body_bytes: int = int(DEFAULTS["API_MAX_BODY_BYTES"])
+    db_pool_min: int = int(DEFAULTS["DB_POOL_MIN"])
+    db_pool_max: int = int(DEFAULTS["DB_POOL_MAX"])
+    drain_batch_size: int = int(DEFAULTS["DRAIN_BATCH_SIZE"])
+    drain_time_budget_seconds: float = float(DEFAULTS["DRAIN_TIME_BUDGET_SECONDS"])
+    drain_idle_seconds: float = float(DEFAULTS["DRAIN_IDLE_SECONDS"])
+    drain_max_concurrent_runs: int = int(DEFAULTS["DRAIN_MAX_CONCURRENT_RUNS"])
+    log_level: str = DEFAULTS["LOG_LEVEL"]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), converting types.
+
+        An empty variable counts as unset, so ``FOO= make run`` falls back to the default.
+        """
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper(), "")
+            if raw == "":
+                continue
+            kind = hints[field.name]
+            try:
+                values[field.name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from exc
+        return cls(**values)

@@ -1,0 +1,36 @@
+"""Connections with the session settings the platform relies on.
+
+Every connection runs in UTC with ISO dates, because the hash chain is defined over
+PostgreSQL's text rendering of stored values (see ``auditlog.chain``).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
+
+
+def _configure(conn: psycopg.Connection[object]) -> None:
+    conn.autocommit = False
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, options=SESSION_OPTIONS, autocommit=autocommit)
+
+
+def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, name: str = "auditlog"
+) -> ConnectionPool:
+    """A pool that is open and has proved it can connect (``wait``) before returning."""
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"options": SESSION_OPTIONS},
+        name=name,
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool

@@ -1,0 +1,121 @@
+-- Named SQL used by the platform. Each statement follows a "-- name:" header.
+
+-- name: ensure_partitions
+SELECT audit_ensure_partitions(%(first_day)s::date, %(last_day)s::date)
+
+-- name: create_staging
+CREATE TEMP TABLE audit_staging (
+    id            uuid        NOT NULL,
+    tenant_id     uuid        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    occurred_at   timestamptz,
+    user_id       uuid,
+    session_id    text,
+    ip_address    inet,
+    user_agent    text,
+    action_type   text        NOT NULL,
+    resource_type text        NOT NULL,
+    resource_id   text        NOT NULL,
+    severity      text        NOT NULL,
+    before_state  jsonb,
+    after_state   jsonb,
+    metadata      jsonb
+) ON COMMIT DROP;
+CREATE TEMP TABLE audit_staging_chain (
+    id        uuid   PRIMARY KEY,
+    seq       bigint NOT NULL,
+    prev_hash bytea  NOT NULL,
+    hash      bytea  NOT NULL
+) ON COMMIT DROP
+
+-- name: copy_staging
+COPY audit_staging (id, tenant_id, created_at, occurred_at, user_id, session_id, ip_address,
+                    user_agent, action_type, resource_type, resource_id, severity,
+                    before_state, after_state, metadata) FROM STDIN
+
+-- name: create_missing_chain_heads
+INSERT INTO tenant_chain_heads (tenant_id, last_seq, last_hash)
+SELECT DISTINCT tenant_id, 0, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+FROM audit_staging
+ON CONFLICT (tenant_id) DO NOTHING
+
+-- name: lock_chain_heads
+-- Lock every head of the batch in one order, so concurrent drains cannot deadlock.
+SELECT tenant_id, last_seq, last_hash
+FROM tenant_chain_heads
+WHERE tenant_id IN (SELECT tenant_id FROM audit_staging)
+ORDER BY tenant_id
+FOR UPDATE
+
+-- name: staged_new_events
+-- Events of the batch not stored yet (redelivery and duplicates within the batch dropped),
+-- in chain order, with the text renderings the hash covers. Runs after the heads are
+-- locked, so no concurrent drain can store one of these ids in between.
+SELECT DISTINCT ON (s.tenant_id, s.created_at, s.id)
+       s.tenant_id, s.id,
+       audit_canonical_fields(s.id, s.tenant_id, s.created_at, s.occurred_at, s.user_id,
+                              s.session_id, s.ip_address, s.user_agent, s.action_type,
+                              s.resource_type, s.resource_id, s.severity, s.before_state,
+                              s.after_state, s.metadata)
+FROM audit_staging s
+WHERE NOT EXISTS (
+    SELECT 1 FROM audit_logs a WHERE a.id = s.id AND a.created_at = s.created_at
+)
+ORDER BY s.tenant_id, s.created_at, s.id
+
+-- name: copy_staging_chain
+COPY audit_staging_chain (id, seq, prev_hash, hash) FROM STDIN
+
+-- name: insert_from_staging
+INSERT INTO audit_logs (id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+                        ip_address, user_agent, action_type, resource_type, resource_id,
+                        severity, before_state, after_state, metadata, prev_hash, hash)
+SELECT DISTINCT ON (s.id)
+       s.id, s.tenant_id, c.seq, s.created_at, s.occurred_at, s.user_id, s.session_id,
+       s.ip_address, s.user_agent, s.action_type, s.resource_type, s.resource_id,
+       s.severity, s.before_state, s.after_state, s.metadata, c.prev_hash, c.hash
+FROM audit_staging s
+JOIN audit_staging_chain c ON c.id = s.id
+ORDER BY s.id
+
+-- name: advance_chain_head
+UPDATE tenant_chain_heads
+SET last_seq = %(last_seq)s, last_hash = %(last_hash)s, updated_at = now()
+WHERE tenant_id = %(tenant_id)s
+
+-- name: notify_committed
+-- Delivered to listeners only when the transaction commits.
+SELECT pg_notify('audit_events', %(payload)s)
+
+-- name: get_event
+-- A UUIDv7's own timestamp bounds created_at, so only the partition holding it is searched;
+-- an id of another version (never minted here) is looked up without the bound.
+SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+       host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
+       severity, before_state, after_state, metadata, prev_hash, hash
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s
+  AND id = %(id)s
+  AND (%(id_time)s::timestamptz IS NULL
+       OR created_at BETWEEN %(id_time)s::timestamptz - interval '1 minute'
+                         AND %(id_time)s::timestamptz + interval '1 minute')
+
+-- name: chain_rows
+SELECT seq, prev_hash, hash, id::text,
+       audit_canonical_fields(id, tenant_id, created_at, occurred_at, user_id, session_id,
+                              ip_address, user_agent, action_type, resource_type,
+                              resource_id, severity, before_state, after_state, metadata)
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND seq BETWEEN %(from_seq)s AND %(to_seq)s
+ORDER BY seq
+
+-- name: chain_prev_hash
+SELECT hash FROM audit_logs WHERE tenant_id = %(tenant_id)s AND seq = %(seq)s
+
+-- name: tenant_status
+SELECT status FROM tenants WHERE id = %(id)s
+
+-- name: insert_tenant
+INSERT INTO tenants (name, status, retention_days)
+VALUES (%(name)s, %(status)s, %(retention_days)s)
+RETURNING id, name, status, retention_days, created_at, updated_at

@@ -1,0 +1,1 @@
+"""Local stack and dev-runner scripts (run as files; importable for the end-to-end tests)."""

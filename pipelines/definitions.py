@@ -1,0 +1,18 @@
+"""The Dagster code location (``workspace.yaml`` loads this module)."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from assets.events import audit_events, dead_letter_queue_empty
+from pipelines.jobs import drain_job
+from pipelines.resources import AuditPlatform
+from pipelines.sensors import drain_sensor
+
+defs = Definitions(
+    assets=[audit_events],
+    asset_checks=[dead_letter_queue_empty],
+    jobs=[drain_job],
+    sensors=[drain_sensor],
+    resources={"platform": AuditPlatform()},
+)

@@ -1,0 +1,43 @@
+"""The drain sensor: start a drain run when the queue has a backlog and fewer than the
+allowed number of drain runs are in flight.
+
+Sensors tick at most every 5 s, so drain runs are long-lived (they long-poll and end after
+a time budget or when idle); this sensor only keeps one going while there is work.
+"""
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from pipelines.jobs import drain_job
+from pipelines.resources import AuditPlatform
+
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+@sensor(job=drain_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING)
+def drain_sensor(
+    context: SensorEvaluationContext, platform: AuditPlatform
+) -> SensorResult | SkipReason:
+    settings = platform.settings()
+    in_flight = context.instance.get_runs_count(
+        RunsFilter(job_name=drain_job.name, statuses=IN_FLIGHT)
+    )
+    if in_flight >= settings.drain_max_concurrent_runs:
+        return SkipReason(f"{in_flight} drain run(s) in flight")
+    backlog = platform.queue().backlog()
+    if backlog.visible == 0:
+        return SkipReason("queue is empty")
+    return SensorResult(run_requests=[RunRequest(tags={"backlog": str(backlog.visible)})])
