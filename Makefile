@@ -77,4 +77,6 @@ tenant: install
 	@eval "$$($(STACK) env)"; $(BIN)/auditlog create-tenant $(or $(NAME),demo)
 
 clean: down
+	@# PostgreSQL's data may live outside the checkout (see infra/stack.py); remove it too.
+	[ -L .dev/postgres ] && rm -rf "$$(readlink -f .dev/postgres)" || true
 	rm -rf .dev $(VENV) infra/opensearch/target infra/elasticmq/target

@@ -166,11 +166,10 @@ def main() -> int:
                 TOKEN=$(make -s token TENANT=<tenant id> ROLE=user)
   Try it:       curl -s -X POST http://127.0.0.1:{API_PORT}/api/v1/logs \\
                   -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-                  -d '{{"action_type":"CREATE","resource_type":"doc",\
-                       "resource_id":"1","severity":"INFO"}}'
+                  -d '{{"action_type":"CREATE","resource_type":"doc","resource_id":"1","severity":"INFO"}}'
 
   Ctrl-C stops everything.
-""",
+""",  # noqa: E501 (the curl line is meant to be copied whole)
             flush=True,
         )
         while not stopping:

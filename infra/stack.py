@@ -202,16 +202,22 @@ class Postgres:
 
     def __init__(self) -> None:
         self.base = DEV / "postgres"
+
+    @property
+    def log(self) -> Path:
         # Written by the postgres user, so it lives beside the data; .dev/logs links to it.
-        self.log = self.base / "postgres.log"
+        return self.base.resolve() / "postgres.log"
 
     @property
     def data(self) -> Path:
-        return self.base / "data"
+        # Resolved: the postgres user may reach the target of a .dev/postgres link, but not
+        # the checkout it lives in.
+        return self.base.resolve() / "data"
 
     def _as_postgres(self, cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            kwargs.setdefault("cwd", "/")  # the checkout may be out of the postgres user's reach
         return run(cmd, **kwargs)
 
     def install(self) -> None:

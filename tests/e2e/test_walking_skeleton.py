@@ -39,6 +39,7 @@ def free_port() -> int:
 class Platform:
     settings: Settings
     api_url: str
+    dagster_url: str
     dagster_home: Path
 
 
@@ -77,7 +78,7 @@ def running_platform(
 
     home = tmp_path_factory.mktemp("dagster_home")
     platform.prepare_dagster_home(home)
-    port = free_port()
+    port, dagster_port = free_port(), free_port()
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -90,9 +91,16 @@ def running_platform(
     logs = tmp_path_factory.mktemp("e2e_logs")
     children = [platform.spawn("api", platform.api_command(port, workers=1), env, logs)]
     children.append(platform.spawn("dagster-daemon", platform.dagster_daemon_command(), env, logs))
+    web = platform.spawn(
+        "dagster-webserver", platform.dagster_webserver_command(dagster_port), env, logs
+    )
+    children.append(web)
     try:
         platform.wait_http(f"http://127.0.0.1:{port}/healthz", 60, children[0])
-        yield Platform(settings, f"http://127.0.0.1:{port}", home)
+        platform.wait_http(f"http://127.0.0.1:{dagster_port}/server_info", 120, web)
+        yield Platform(
+            settings, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dagster_port}", home
+        )
     finally:
         platform.stop_children(children)
         for name in (settings.sqs_queue_name, settings.sqs_dlq_name):
@@ -169,3 +177,23 @@ def test_post_then_get_round_trips_every_field_through_the_daemon(
     ):  # type: ignore[union-attr]
         time.sleep(1)
     assert instance.get_run_by_id(runs[-1].run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
+
+
+def test_dagster_ui_serves_the_asset_graph(running_platform: Platform) -> None:
+    """The webserver answers its pages and lists the assets (its storage runs on psycopg 3)."""
+    page = requests.get(f"{running_platform.dagster_url}/asset-groups", timeout=30)
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+    answer = requests.post(
+        f"{running_platform.dagster_url}/graphql",
+        json={"query": "{ assetNodes { assetKey { path } groupName } }"},
+        timeout=30,
+    ).json()
+    nodes = {tuple(n["assetKey"]["path"]): n["groupName"] for n in answer["data"]["assetNodes"]}
+    assert nodes[("audit_events",)] == "ingest"
+    runs = requests.post(
+        f"{running_platform.dagster_url}/graphql",
+        json={"query": "{ runsOrError { ... on Runs { results { jobName status } } } }"},
+        timeout=30,
+    ).json()
+    assert isinstance(runs["data"]["runsOrError"]["results"], list)
