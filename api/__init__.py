@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import health
+from api import health, metrics
 from api.auth import configure_jwt
 from api.errors import register_error_handlers
 from api.logs.views import bp as logs_bp
 from api.observability import install_request_context
 from api.services import Services
+from api.tenants.views import bp as tenants_bp
 from auditlog.logs import configure_logging
 from auditlog.queue import EventQueue
 from auditlog.settings import Settings
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(logs_bp)
+    app.register_blueprint(tenants_bp)
     app.url_map.strict_slashes = False
     return app

@@ -3,7 +3,9 @@ dependencies answer)."""
 
 from __future__ import annotations
 
+import psycopg
 from flask import Blueprint, Response, jsonify
+from psycopg_pool import PoolTimeout
 
 from api.services import services
 from auditlog.queue import QueueUnavailable
@@ -24,7 +26,7 @@ def readyz() -> tuple[Response, int]:
         with svc.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
         checks["postgres"] = "ok"
-    except Exception as exc:
+    except (psycopg.Error, PoolTimeout) as exc:
         checks["postgres"] = f"error: {type(exc).__name__}"
     try:
         svc.queue.ping()

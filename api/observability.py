@@ -9,6 +9,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from api import metrics
 from auditlog.logs import request_id_var, tenant_id_var
 
 log = logging.getLogger("api.access")
@@ -30,6 +31,10 @@ def install_request_context(app: Flask) -> None:
         principal = g.get("principal")
         if principal is not None and principal.tenant_id is not None:
             tenant_id_var.set(str(principal.tenant_id))
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        metrics.LATENCY.labels(request.method, endpoint).observe(elapsed)
         log.info(
             "api.request",
             extra={

@@ -21,7 +21,7 @@ def json_body() -> Any:
             "Send the body as application/json.",
             errors=[FieldError("Content-Type", "must be application/json")],
         )
-    raw = request.get_data(cache=False)
+    raw = request.get_data()  # cached: the Idempotency-Key fingerprint reads it again
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,14 +10,19 @@ from dataclasses import dataclass, field
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
+from api import metrics
+from auditlog.idempotency import IdempotencyStore
+from auditlog.producer import BatchingProducer
 from auditlog.queue import EventQueue
+from auditlog.ratelimit import RateLimiter
 from auditlog.settings import Settings
 from auditlog.tenants import tenant_status
 
 
 class TenantStatusCache:
     """Tenant status for the ingest check, cached briefly so ingest does not hit the
-    database on every request. A suspension takes effect within ``ttl`` seconds."""
+    database on every request. A suspension takes effect within ``ttl`` seconds (and at
+    once in the process that made the change)."""
 
     def __init__(self, pool: ConnectionPool, ttl: float = 5.0) -> None:
         self._pool = pool
@@ -48,11 +53,24 @@ class Services:
     pool: ConnectionPool
     queue: EventQueue
     tenants: TenantStatusCache = field(init=False)
+    producer: BatchingProducer = field(init=False)
+    idempotency: IdempotencyStore = field(init=False)
+    rate_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantStatusCache(self.pool)
+        self.producer = BatchingProducer(
+            self.queue,
+            linger_s=self.settings.producer_linger_ms / 1000,
+            on_error=lambda _exc: metrics.SQS_ERRORS.inc(),
+        )
+        self.idempotency = IdempotencyStore(self.pool)
+        self.rate_limiter = RateLimiter(
+            self.settings.rate_limit_events_per_second, self.settings.rate_limit_burst
+        )
 
     def close(self) -> None:
+        self.producer.close()
         self.pool.close()
 
 

@@ -128,15 +128,23 @@ class EventQueue:
         return self._urls[name]
 
     def send_bodies(self, bodies: Sequence[str]) -> None:
-        """Send message bodies with SendMessageBatch; return only when SQS accepted all.
+        """Send message bodies; return only when SQS accepted every one of them.
 
-        Entries SQS reports as failed are retried a few times; if any still fail, raise
-        ``QueueUnavailable`` (the caller answers 503, and the client's retry with its
-        Idempotency-Key cannot create a second copy of what did go through).
+        Raises ``QueueUnavailable`` otherwise (the caller answers 503; a client retry with
+        its Idempotency-Key re-sends the same event ids, which the drain stores once).
         """
+        failed = self.send_entries(bodies)
+        if failed:
+            raise QueueUnavailable(f"SQS did not accept {len(failed)} of {len(bodies)} message(s)")
+
+    def send_entries(self, bodies: Sequence[str]) -> set[int]:
+        """Send bodies with SendMessageBatch (10 per call); return the indexes SQS did not
+        accept after a few retries. Raises ``QueueUnavailable`` when SQS cannot be reached."""
+        failed: set[int] = set()
         for start in range(0, len(bodies), MAX_BATCH_ENTRIES):
-            chunk = bodies[start : start + MAX_BATCH_ENTRIES]
-            pending = {str(i): body for i, body in enumerate(chunk)}
+            pending = {
+                str(i): bodies[i] for i in range(start, min(start + MAX_BATCH_ENTRIES, len(bodies)))
+            }
             for attempt in range(3):
                 try:
                     answer = self._client.send_message_batch(
@@ -150,8 +158,8 @@ class EventQueue:
                 if not pending:
                     break
                 time.sleep(0.05 * (attempt + 1))
-            if pending:
-                raise QueueUnavailable(f"SQS did not accept {len(pending)} message(s)")
+            failed.update(int(k) for k in pending)
+        return failed
 
     def receive(self, max_messages: int = 10, wait_seconds: int = 10) -> list[ReceivedMessage]:
         answer = self._client.receive_message(

@@ -32,6 +32,11 @@ DEFAULTS: dict[str, str] = {
     "JWT_PUBLIC_KEY": "",
     "JWT_PRIVATE_KEY": "",
     "API_MAX_BODY_BYTES": str(6 * 1024 * 1024),
+    "API_MAX_BULK_BYTES": str(5 * 1024 * 1024),
+    "API_MAX_BULK_EVENTS": "1000",
+    "RATE_LIMIT_EVENTS_PER_SECOND": "5000",
+    "RATE_LIMIT_BURST": "10000",
+    "PRODUCER_LINGER_MS": "3",
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "8",
     "DRAIN_BATCH_SIZE": "500",
@@ -59,6 +64,11 @@ class Settings:
     jwt_public_key: str = DEFAULTS["JWT_PUBLIC_KEY"]
     jwt_private_key: str = DEFAULTS["JWT_PRIVATE_KEY"]
     api_max_body_bytes: int = int(DEFAULTS["API_MAX_BODY_BYTES"])
+    api_max_bulk_bytes: int = int(DEFAULTS["API_MAX_BULK_BYTES"])
+    api_max_bulk_events: int = int(DEFAULTS["API_MAX_BULK_EVENTS"])
+    rate_limit_events_per_second: float = float(DEFAULTS["RATE_LIMIT_EVENTS_PER_SECOND"])
+    rate_limit_burst: float = float(DEFAULTS["RATE_LIMIT_BURST"])
+    producer_linger_ms: float = float(DEFAULTS["PRODUCER_LINGER_MS"])
     db_pool_min: int = int(DEFAULTS["DB_POOL_MIN"])
     db_pool_max: int = int(DEFAULTS["DB_POOL_MAX"])
     drain_batch_size: int = int(DEFAULTS["DRAIN_BATCH_SIZE"])

@@ -357,6 +357,8 @@ class Postgres:
         """The platform's role and databases (idempotent)."""
         if "auditlog" not in self._psql("SELECT rolname FROM pg_roles").split():
             self._psql("CREATE ROLE auditlog LOGIN CREATEDB")
+        # Tests drop their databases WITH (FORCE), which must also end autovacuum workers.
+        self._psql("GRANT pg_signal_backend TO auditlog")
         existing = self._psql("SELECT datname FROM pg_database").split()
         for db in ("auditlog", "dagster"):
             if db not in existing:

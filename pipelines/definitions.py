@@ -6,13 +6,20 @@ from dagster import Definitions
 
 from assets.events import audit_events, dead_letter_queue_empty
 from pipelines.jobs import drain_job
+from pipelines.maintenance import (
+    expire_keys,
+    expire_keys_schedule,
+    maintain_partitions,
+    partitions_schedule,
+)
 from pipelines.resources import AuditPlatform
 from pipelines.sensors import drain_sensor
 
 defs = Definitions(
     assets=[audit_events],
     asset_checks=[dead_letter_queue_empty],
-    jobs=[drain_job],
+    jobs=[drain_job, maintain_partitions, expire_keys],
+    schedules=[partitions_schedule, expire_keys_schedule],
     sensors=[drain_sensor],
     resources={"platform": AuditPlatform()},
 )

@@ -1,20 +1,38 @@
-"""Accepting events (stamping, queueing) and reading them back, for the logs views."""
+"""Accepting events (checks, stamping, queueing, idempotency) and reading them back."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
 
+from api import metrics
 from api.errors import ApiProblem
 from api.services import Services
-from auditlog.events import AcceptedEvent, EventIn, format_time
+from auditlog.events import AcceptedEvent, EventIn, FieldError, format_time
+from auditlog.idempotency import KeyReusedError, Reservation
 from auditlog.ids import id_time, is_uuid7, new_event_id
-from auditlog.queue import QueueUnavailable, encode_envelope
+from auditlog.queue import QueueUnavailable, pack_records
+from auditlog.ratelimit import retry_after_header
 from auditlog.store.queries import QUERIES
 
 RETRY_AFTER_SECONDS = "2"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class IdempotencyContext:
+    key: str
+    fingerprint: bytes
 
 
 def check_tenant_may_ingest(svc: Services, tenant_id: uuid.UUID) -> None:
@@ -27,20 +45,127 @@ def check_tenant_may_ingest(svc: Services, tenant_id: uuid.UUID) -> None:
         )
 
 
-def accept(svc: Services, tenant_id: uuid.UUID, event: EventIn) -> AcceptedEvent:
-    """Stamp the event and queue it; return only once SQS has accepted it."""
-    event_id, created_at = new_event_id()
-    accepted = AcceptedEvent(id=event_id, tenant_id=tenant_id, created_at=created_at, body=event)
-    try:
-        svc.queue.send_bodies([encode_envelope([accepted.to_record()])])
-    except QueueUnavailable:
+def check_rate(svc: Services, tenant_id: uuid.UUID, events: int) -> None:
+    wait = svc.rate_limiter.acquire(tenant_id, events)
+    if wait > 0:
+        metrics.RATE_LIMITED.labels(str(tenant_id)).inc()
         raise ApiProblem(
-            503,
-            "The event queue is unavailable; nothing was accepted. Retry later.",
-            kind="queue-unavailable",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
+            429,
+            f"The tenant's event rate limit ({svc.rate_limiter.rate:g}/s per API process) "
+            "is exceeded.",
+            kind="rate-limited",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+
+
+def queue_unavailable() -> ApiProblem:
+    return ApiProblem(
+        503,
+        "The event queue is unavailable; the request was not accepted. Retry later "
+        "(with the same Idempotency-Key, a retry cannot create a second event).",
+        kind="queue-unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def _reserve(
+    svc: Services,
+    tenant_id: uuid.UUID,
+    idem: IdempotencyContext | None,
+    proposed: list[uuid.UUID | None],
+) -> Reservation:
+    if idem is None:
+        return Reservation(proposed, None)
+    try:
+        return svc.idempotency.reserve(tenant_id, idem.key, idem.fingerprint, proposed)
+    except KeyReusedError:
+        raise ApiProblem(
+            422,
+            "This Idempotency-Key was used in the last 24 hours for a different request.",
+            errors=[FieldError("Idempotency-Key", "was already used for a different request")],
+            kind="idempotency-key-reused",
         ) from None
-    return accepted
+
+
+def _accepted_json(event_id: uuid.UUID) -> dict[str, str]:
+    return {"id": str(event_id), "created_at": format_time(id_time(event_id)), "status": "queued"}
+
+
+def _stamp(event_id: uuid.UUID, tenant_id: uuid.UUID, event: EventIn) -> dict[str, Any]:
+    return AcceptedEvent(
+        id=event_id, tenant_id=tenant_id, created_at=id_time(event_id), body=event
+    ).to_record()
+
+
+def _send(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except QueueUnavailable:
+        metrics.SQS_ERRORS.inc()
+        raise queue_unavailable() from None
+
+
+def accept_one(
+    svc: Services, tenant_id: uuid.UUID, event: EventIn, idem: IdempotencyContext | None
+) -> Answer:
+    """Queue one event; answer only once SQS has accepted it."""
+    check_tenant_may_ingest(svc, tenant_id)
+    reservation = _reserve(svc, tenant_id, idem, [new_event_id()[0]])
+    if reservation.completed is not None:
+        return Answer(*reservation.completed, replayed=True)
+    check_rate(svc, tenant_id, 1)
+    event_id = reservation.event_ids[0]
+    assert event_id is not None  # a single event always has its id
+    record = _stamp(event_id, tenant_id, event)
+    _send(lambda: svc.producer.send(record))
+    metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc()
+    body = _accepted_json(event_id)
+    if idem is not None:
+        svc.idempotency.complete(tenant_id, idem.key, 202, body)
+    return Answer(202, body)
+
+
+def accept_bulk(
+    svc: Services,
+    tenant_id: uuid.UUID,
+    parsed: Sequence[tuple[EventIn | None, list[FieldError]]],
+    idem: IdempotencyContext | None,
+) -> Answer:
+    """Queue every valid event of a bulk request, packed into as few messages as fit."""
+    check_tenant_may_ingest(svc, tenant_id)
+    proposed = [new_event_id()[0] if event is not None else None for event, _ in parsed]
+    reservation = _reserve(svc, tenant_id, idem, proposed)
+    if reservation.completed is not None:
+        return Answer(*reservation.completed, replayed=True)
+    valid = [(i, event) for i, (event, _) in enumerate(parsed) if event is not None]
+    check_rate(svc, tenant_id, len(valid))
+    records = []
+    for index, event in valid:
+        event_id = reservation.event_ids[index]
+        assert event_id is not None  # reserved for every valid item
+        records.append(_stamp(event_id, tenant_id, event))
+    bodies = list(pack_records(records))
+    _send(lambda: svc.queue.send_bodies(bodies))
+    metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc(len(records))
+    rejected = len(parsed) - len(valid)
+    if rejected:
+        metrics.EVENTS_REJECTED.labels(str(tenant_id)).inc(rejected)
+    results: list[dict[str, Any]] = []
+    for index, (item, errors) in enumerate(parsed):
+        event_id = reservation.event_ids[index]
+        if item is not None and event_id is not None:
+            results.append({"index": index, **_accepted_json(event_id)})
+        else:
+            results.append(
+                {
+                    "index": index,
+                    "errors": [{"field": e.field, "message": e.message} for e in errors],
+                }
+            )
+    body = {"accepted": len(valid), "rejected": rejected, "results": results}
+    if idem is not None:
+        svc.idempotency.complete(tenant_id, idem.key, 202, body)
+    return Answer(202, body)
 
 
 def event_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -119,3 +119,51 @@ SELECT status FROM tenants WHERE id = %(id)s
 INSERT INTO tenants (name, status, retention_days)
 VALUES (%(name)s, %(status)s, %(retention_days)s)
 RETURNING id, name, status, retention_days, created_at, updated_at
+
+-- name: find_idempotency_key
+SELECT request_hash, event_ids, status_code, response
+FROM idempotency_keys
+WHERE tenant_id = %(tenant_id)s AND key = %(key)s AND created_at > now() - %(ttl)s::interval
+
+-- name: reserve_idempotency_key
+-- An expired reservation with the same key is replaced.
+INSERT INTO idempotency_keys (tenant_id, key, request_hash, event_ids)
+VALUES (%(tenant_id)s, %(key)s, %(request_hash)s, %(event_ids)s)
+ON CONFLICT (tenant_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, event_ids = EXCLUDED.event_ids,
+        status_code = NULL, response = NULL, created_at = now()
+    WHERE idempotency_keys.created_at <= now() - %(ttl)s::interval
+RETURNING key
+
+-- name: complete_idempotency_key
+UPDATE idempotency_keys SET status_code = %(status_code)s, response = %(response)s
+WHERE tenant_id = %(tenant_id)s AND key = %(key)s
+
+-- name: expire_idempotency_keys
+DELETE FROM idempotency_keys WHERE created_at <= now() - %(ttl)s::interval
+
+-- name: list_tenants
+SELECT id, name, status, retention_days, created_at, updated_at
+FROM tenants
+WHERE (%(name)s::text IS NULL OR strpos(lower(name), lower(%(name)s::text)) > 0)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(after_created)s::timestamptz IS NULL
+       OR (created_at, id) > (%(after_created)s::timestamptz, %(after_id)s::uuid))
+ORDER BY created_at, id
+LIMIT %(limit)s
+
+-- name: get_tenant
+SELECT id, name, status, retention_days, created_at, updated_at FROM tenants WHERE id = %(id)s
+
+-- name: get_tenant_for_update
+SELECT id, name, status, retention_days, created_at, updated_at FROM tenants WHERE id = %(id)s
+FOR UPDATE
+
+-- name: update_tenant
+UPDATE tenants
+SET name = coalesce(%(name)s, name),
+    status = coalesce(%(status)s, status),
+    retention_days = coalesce(%(retention_days)s, retention_days),
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING id, name, status, retention_days, created_at, updated_at

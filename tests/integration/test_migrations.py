@@ -82,3 +82,14 @@ def test_a_changed_applied_migration_is_refused(empty_database: str, tmp_path: o
     (directory / "0001_first.sql").write_text("CREATE TABLE t1 (id bigint);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
         migrate(empty_database, directory)
+
+
+def test_maintenance_jobs_run_against_the_database(
+    settings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.definitions import defs
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)  # type: ignore[attr-defined]
+    for name in ("maintain_partitions", "expire_keys"):
+        result = defs.resolve_job_def(name).execute_in_process()
+        assert result.success, name

@@ -1,0 +1,48 @@
+"""Prometheus metrics at ``/metrics``.
+
+Under gunicorn each worker is a process; when ``PROMETHEUS_MULTIPROC_DIR`` is set (``make
+run`` sets it) the workers write to that directory and ``/metrics`` sums them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "auditlog_http_requests_total", "HTTP requests", ["method", "endpoint", "status"]
+)
+LATENCY = Histogram(
+    "auditlog_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_ACCEPTED = Counter("auditlog_events_accepted_total", "Events queued (202)", ["tenant_id"])
+EVENTS_REJECTED = Counter(
+    "auditlog_events_rejected_total", "Events rejected by validation", ["tenant_id"]
+)
+SQS_ERRORS = Counter("auditlog_sqs_errors_total", "Failed SQS sends")
+RATE_LIMITED = Counter("auditlog_rate_limited_total", "Requests answered 429", ["tenant_id"])
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        data = generate_latest(registry)
+    else:
+        data = generate_latest()
+    return Response(data, mimetype=CONTENT_TYPE_LATEST)

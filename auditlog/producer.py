@@ -1,0 +1,144 @@
+"""A batching producer: concurrent single-event requests share SQS calls.
+
+Each API request hands its record to ``send`` and blocks until SQS has accepted it (202
+still means durably queued). A collector thread gathers whatever arrived in the last few
+milliseconds, packs the records into as few envelopes as fit, and sends them with
+SendMessageBatch on a small pool of sender threads, so several flushes are in flight at
+once. A request fails (``QueueUnavailable``) only if the message carrying its record failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditlog.queue import MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, EventQueue, QueueUnavailable
+
+log = logging.getLogger(__name__)
+
+_ENVELOPE_OVERHEAD = len('{"v":1,"events":[]}')
+
+
+@dataclass
+class _Envelope:
+    records: list[str] = field(default_factory=list)
+    futures: list[Future[None]] = field(default_factory=list)
+    size: int = _ENVELOPE_OVERHEAD
+
+    def body(self) -> str:
+        return '{"v":1,"events":[' + ",".join(self.records) + "]}"
+
+
+class BatchingProducer:
+    def __init__(
+        self,
+        queue: EventQueue,
+        *,
+        linger_s: float = 0.003,
+        senders: int = 4,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._queue = queue
+        self._linger_s = linger_s
+        self._max_message_bytes = max_message_bytes
+        self._on_error = on_error
+        self._pending: list[tuple[str, Future[None]]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="sqs-sender")
+        self._collector = threading.Thread(target=self._collect, name="sqs-collector", daemon=True)
+        self._collector.start()
+
+    def send(self, record: dict[str, Any], timeout: float = 10.0) -> None:
+        """Queue one record; return once SQS accepted it, else raise ``QueueUnavailable``."""
+        future: Future[None] = Future()
+        encoded = json.dumps(record, separators=(",", ":"))
+        with self._cond:
+            if self._closed:
+                raise QueueUnavailable("the producer is shut down")
+            self._pending.append((encoded, future))
+            self._cond.notify()
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            raise QueueUnavailable("SQS did not confirm the message in time") from None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._collector.join(timeout=5)
+        self._pool.shutdown(wait=True)
+
+    def _collect(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._pending:
+                    return
+            # Let concurrent requests join this flush for a moment.
+            time.sleep(self._linger_s)
+            with self._cond:
+                taken, self._pending = self._pending, []
+            for chunk in self._chunks(self._pack(taken)):
+                self._pool.submit(self._send_chunk, chunk)
+
+    def _pack(self, taken: Sequence[tuple[str, Future[None]]]) -> list[_Envelope]:
+        envelopes = [_Envelope()]
+        for encoded, future in taken:
+            needed = len(encoded.encode()) + 1
+            if envelopes[-1].records and envelopes[-1].size + needed > self._max_message_bytes:
+                envelopes.append(_Envelope())
+            envelope = envelopes[-1]
+            envelope.records.append(encoded)
+            envelope.futures.append(future)
+            envelope.size += needed
+        return envelopes
+
+    @staticmethod
+    def _chunks(envelopes: list[_Envelope]) -> list[list[_Envelope]]:
+        # SendMessageBatch takes 10 entries and 256 KiB in all; one envelope can be nearly
+        # that, so a chunk holds at most 10 entries and at most one full message's bytes.
+        chunks: list[list[_Envelope]] = []
+        current: list[_Envelope] = []
+        size = 0
+        for envelope in envelopes:
+            if current and (
+                len(current) == MAX_BATCH_ENTRIES or size + envelope.size > MAX_MESSAGE_BYTES
+            ):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(envelope)
+            size += envelope.size
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _send_chunk(self, chunk: list[_Envelope]) -> None:
+        try:
+            failed = self._queue.send_entries([e.body() for e in chunk])
+        except Exception as exc:  # noqa: BLE001 (every failure must reach the waiting requests)
+            self._fail(chunk, exc)
+            return
+        for index, envelope in enumerate(chunk):
+            if index in failed:
+                self._fail([envelope], QueueUnavailable("SQS did not accept the message"))
+            else:
+                for future in envelope.futures:
+                    future.set_result(None)
+
+    def _fail(self, envelopes: list[_Envelope], exc: Exception) -> None:
+        if self._on_error is not None:
+            self._on_error(exc)
+        error = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable(str(exc))
+        for envelope in envelopes:
+            for future in envelope.futures:
+                future.set_exception(error)
