@@ -11,6 +11,7 @@ from flask import Flask
 
 from api import health, metrics
 from api.auth import configure_jwt
+from api.docs import bp as docs_bp
 from api.errors import register_error_handlers
 from api.logs.views import bp as logs_bp
 from api.observability import install_request_context
@@ -46,5 +47,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(tenants_bp)
+    app.register_blueprint(docs_bp)
     app.url_map.strict_slashes = False
     return app

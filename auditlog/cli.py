@@ -63,6 +63,28 @@ def _redrive(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.drain import Drainer
+    from auditlog.logs import configure_logging
+    from auditlog.queue import EventQueue
+
+    configure_logging(settings.log_level)
+    drainer = Drainer(EventQueue.from_settings(settings), settings.database_url, args.batch_size)
+    stats = drainer.run(args.seconds, args.idle_seconds)
+    print(
+        json.dumps(
+            {
+                "stored": stats.stored,
+                "duplicates": stats.duplicates,
+                "messages": stats.messages,
+                "rejected_messages": stats.rejected_messages,
+                "batches": stats.batches,
+            }
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--from-seq", type=int, default=1)
     verify.add_argument("--to-seq", type=int, default=None)
     verify.set_defaults(func=_verify)
+
+    drain = sub.add_parser(
+        "drain", help="drain the queue into PostgreSQL without Dagster (operators, tests)"
+    )
+    drain.add_argument("--seconds", type=float, default=60, help="time budget")
+    drain.add_argument(
+        "--idle-seconds", type=float, default=10, help="stop after the queue was empty this long"
+    )
+    drain.add_argument("--batch-size", type=int, default=500)
+    drain.set_defaults(func=_drain)
 
     redrive = sub.add_parser(
         "redrive-dead-letters", help="move dead letters back to the events queue"

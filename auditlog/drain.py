@@ -258,6 +258,24 @@ class Drainer:
             ok.append(parsed)
         return ok
 
+    def _wait_for_database(
+        self, started: float, time_budget_s: float, should_stop: Callable[[], bool]
+    ) -> bool:
+        """Probe until PostgreSQL answers (True) or the run must end (False)."""
+        backoff = 0.5
+        while not should_stop() and time.monotonic() - started < time_budget_s:
+            time.sleep(backoff)
+            try:
+                conn = self._connection()
+                conn.execute("SELECT 1")
+                conn.rollback()
+                log.info("drain.database_back")
+                return True
+            except psycopg.OperationalError:
+                self.close()
+                backoff = min(backoff * 2, 5.0)
+        return False
+
     def run(
         self,
         time_budget_s: float,
@@ -270,7 +288,6 @@ class Drainer:
         stats = DrainStats()
         started = time.monotonic()
         last_activity = started
-        backoff = 0.5
         while not should_stop():
             now = time.monotonic()
             if now - started >= time_budget_s or now - last_activity >= idle_s:
@@ -283,14 +300,16 @@ class Drainer:
             try:
                 result = self.process(messages)
             except psycopg.OperationalError as exc:
-                # The database is away. Nothing was deleted, so the messages return after
-                # their visibility timeout; wait, reconnect and go on.
+                # The database is away. Nothing was deleted, so these messages return after
+                # their visibility timeout. Receive nothing more until the database answers
+                # again: every receive counts towards maxReceiveCount, and healthy events
+                # must not be dead-lettered because of an outage.
                 log.warning("drain.database_unavailable", extra={"error": str(exc)[:300]})
                 self.close()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+                if not self._wait_for_database(started, time_budget_s, should_stop):
+                    break
+                last_activity = time.monotonic()
                 continue
-            backoff = 0.5
             stats.add(result)
             if on_batch is not None:
                 on_batch(result)

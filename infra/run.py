@@ -128,6 +128,15 @@ def platform_env() -> dict[str, str]:
     return env
 
 
+def prometheus_dir(env: dict[str, str]) -> dict[str, str]:
+    """gunicorn runs several API processes; they share metrics through this directory,
+    emptied at each start (prometheus_client's multiprocess mode)."""
+    path = stack.DEV / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(path)}
+
+
 def main() -> int:
     started = time.monotonic()
     stopping = False
@@ -147,7 +156,7 @@ def main() -> int:
         subprocess.run([str(BIN / "auditlog"), "migrate"], env=env, check=True)
         prepare_dagster_home(Path(env["DAGSTER_HOME"]))
         logs = stack.LOGS
-        api = spawn("api", api_command(API_PORT), env, logs)
+        api = spawn("api", api_command(API_PORT), prometheus_dir(env), logs)
         children.append(api)
         web = spawn("dagster-webserver", dagster_webserver_command(DAGSTER_PORT), env, logs)
         children.append(web)

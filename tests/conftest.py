@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +16,8 @@ from auditlog.queue import ensure_queues, make_sqs_client
 from auditlog.settings import Settings
 from auditlog.store.migrate import migrate
 from auditlog.store.pool import connect
+from auditlog.tenants import create_tenant
+from auditlog.tokens import mint_token
 from infra.stack import stack_env
 
 # Point at the local stack unless the environment says otherwise (`make test` sets the
@@ -76,3 +79,30 @@ def settings(base_settings: Settings, test_database: str, test_queues: tuple[str
 def db(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with connect(settings.database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def new_tenant(db: psycopg.Connection[Any]) -> Callable[..., uuid.UUID]:
+    def make(status: str = "active") -> uuid.UUID:
+        row = create_tenant(db, name=f"tenant-{uuid.uuid4().hex[:6]}", status=status)
+        return uuid.UUID(str(row["id"]))
+
+    return make
+
+
+@pytest.fixture
+def tenant(new_tenant: Callable[..., uuid.UUID]) -> uuid.UUID:
+    return new_tenant()
+
+
+@pytest.fixture
+def token_for(settings: Settings) -> Callable[..., str]:
+    def make(tenant_id: uuid.UUID | None, role: str = "user", **kwargs: Any) -> str:
+        return mint_token(settings, tenant_id=tenant_id, role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def auth(tenant: uuid.UUID, token_for: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(tenant)}"}

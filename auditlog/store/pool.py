@@ -12,10 +12,6 @@ from psycopg_pool import ConnectionPool
 SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
 
 
-def _configure(conn: psycopg.Connection[object]) -> None:
-    conn.autocommit = False
-
-
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(url, options=SESSION_OPTIONS, autocommit=autocommit)
 
@@ -31,6 +27,9 @@ def open_pool(
         kwargs={"options": SESSION_OPTIONS},
         name=name,
         open=False,
+        # A connection is checked as it leaves the pool, so a database restart costs the
+        # requests in flight at that moment, not every pooled connection afterwards.
+        check=ConnectionPool.check_connection,
     )
     pool.open(wait=True, timeout=30)
     return pool

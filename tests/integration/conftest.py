@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -12,8 +9,6 @@ from flask.testing import FlaskClient
 from api import create_app
 from auditlog.queue import EventQueue, ReceivedMessage, make_sqs_client
 from auditlog.settings import Settings
-from auditlog.tenants import create_tenant
-from auditlog.tokens import mint_token
 
 
 @pytest.fixture(scope="session")
@@ -48,30 +43,3 @@ def drain_messages(q: EventQueue, wait_seconds: int = 1) -> list[ReceivedMessage
             return found
         found.extend(batch)
         wait_seconds = 0
-
-
-@pytest.fixture
-def new_tenant(db: psycopg.Connection[Any]) -> Callable[..., uuid.UUID]:
-    def make(status: str = "active") -> uuid.UUID:
-        row = create_tenant(db, name=f"tenant-{uuid.uuid4().hex[:6]}", status=status)
-        return uuid.UUID(str(row["id"]))
-
-    return make
-
-
-@pytest.fixture
-def tenant(new_tenant: Callable[..., uuid.UUID]) -> uuid.UUID:
-    return new_tenant()
-
-
-@pytest.fixture
-def token_for(settings: Settings) -> Callable[..., str]:
-    def make(tenant_id: uuid.UUID | None, role: str = "user", **kwargs: Any) -> str:
-        return mint_token(settings, tenant_id=tenant_id, role=role, **kwargs)
-
-    return make
-
-
-@pytest.fixture
-def auth(tenant: uuid.UUID, token_for: Callable[..., str]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token_for(tenant)}"}
