@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import requests
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from auditlog.queue import ensure_queues, make_sqs_client
 from auditlog.settings import Settings
@@ -86,6 +87,9 @@ def running_platform(
         "SQS_QUEUE_NAME": settings.sqs_queue_name,
         "SQS_DLQ_NAME": settings.sqs_dlq_name,
         "DRAIN_IDLE_SECONDS": "5",
+        # Short runs, so the sensor's hand-over from one drain run to the next is exercised.
+        "DRAIN_TIME_BUDGET_SECONDS": "6",
+        "DRAIN_MAX_CONCURRENT_RUNS": "1",
         "DAGSTER_HOME": str(home),
     }
     logs = tmp_path_factory.mktemp("e2e_logs")
@@ -197,3 +201,81 @@ def test_dagster_ui_serves_the_asset_graph(running_platform: Platform) -> None:
         timeout=30,
     ).json()
     assert isinstance(runs["data"]["runsOrError"]["results"], list)
+
+
+def test_sensor_keeps_one_drain_in_flight_while_a_backlog_exists(
+    running_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs end after their time budget (6 s here); while events keep arriving the sensor
+    starts the next within 10 s, and never more than DRAIN_MAX_CONCURRENT_RUNS at once.
+    Each run's materialisation carries the drain's numbers."""
+    settings = running_platform.settings
+    with connect(settings.database_url) as conn:
+        tenant = create_tenant(conn, name="steady")["id"]
+        conn.commit()
+    headers = {"Authorization": f"Bearer {mint_token(settings, tenant_id=tenant, role='writer')}"}
+    monkeypatch.setenv("DAGSTER_PG_URL", settings.dagster_pg_url)
+    instance = DagsterInstance.from_config(str(running_platform.dagster_home))
+    before = {r.run_id for r in instance.get_runs(RunsFilter(job_name="drain_audit_events"))}
+
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 40:  # a steady trickle for longer than several budgets
+        body = {
+            "action_type": "VIEW",
+            "resource_type": "doc",
+            "resource_id": str(sent),
+            "severity": "INFO",
+        }
+        response = requests.post(
+            f"{running_platform.api_url}/api/v1/logs", json=body, headers=headers, timeout=10
+        )
+        assert response.status_code == 202
+        sent += 1
+        time.sleep(0.1)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with connect(settings.database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM audit_logs WHERE tenant_id = %s", (tenant,)
+            ).fetchone()
+        if row and row[0] == sent:
+            break
+        time.sleep(1)
+    assert row is not None
+    assert row[0] == sent
+
+    def new_records() -> list[Any]:
+        return [
+            r
+            for r in instance.get_run_records(RunsFilter(job_name="drain_audit_events"))
+            if r.dagster_run.run_id not in before and r.start_time is not None
+        ]
+
+    # Let the last run finish (idle), so every run has reported its materialisation.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(r.end_time is None for r in new_records()):
+        time.sleep(1)
+    records = new_records()
+    records.sort(key=lambda r: r.start_time or 0)
+    assert len(records) >= 3, "the trickle outlasts several 6 s budgets"
+    finished = [r for r in records if r.end_time is not None]
+    for previous, following in zip(finished, records[1 : len(finished) + 1], strict=False):
+        assert following.start_time is not None
+        assert previous.end_time is not None
+        assert following.start_time - previous.end_time <= 10, "the next drain started late"
+        assert following.start_time >= previous.end_time - 0.5, "two drain runs overlapped"
+
+    stored_by_runs = 0
+    for record in records:
+        events = instance.all_logs(
+            record.dagster_run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        )
+        for event in events:
+            metadata = event.asset_materialization.metadata  # type: ignore[union-attr]
+            stored_by_runs += metadata["events_stored"].value  # type: ignore[operator]
+            assert {"duplicates_skipped", "oldest_message_age_s", "batch_ms_median"} <= set(
+                metadata
+            )
+    assert stored_by_runs == sent

@@ -107,3 +107,20 @@ def assert_exactly_once_fresh(
         assert set(stored) == {r["id"] for r in records}
         for tenant in tenants:
             assert verify_tenant_chain(conn, tenant)["ok"]
+
+
+def test_concurrent_drains_keep_every_chain_linear(
+    fault_settings: Settings,
+    fault_queue: EventQueue,
+    new_tenant: Callable[..., uuid.UUID],
+    assert_exactly_once: Callable[..., None],
+) -> None:
+    tenants = [new_tenant() for _ in range(4)]
+    records = make_records(tenants, 400)
+    # Every message holds events of every tenant, so both drains contend for every head.
+    fault_queue.send_bodies(list(pack_records(records, max_bytes=6_000)))
+    drains = [start_drain(fault_settings, seconds=90, idle=4, batch_size=30) for _ in range(3)]
+    for drain in drains:
+        _, err = drain.communicate(timeout=120)
+        assert drain.returncode == 0, err
+    assert_exactly_once(records, tenants)
