@@ -161,6 +161,7 @@ def store_batch(
                 advanced[tenant] = (seq, digest)
         if new_events:
             conn.execute(QUERIES["insert_from_staging"])
+            conn.execute(QUERIES["count_new_events"])
         for tenant, (last_seq, last_hash) in advanced.items():
             conn.execute(
                 QUERIES["advance_chain_head"],

@@ -7,6 +7,7 @@ the same clock reading as the id, so the two always agree.
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -27,3 +28,15 @@ def id_time(event_id: uuid.UUID) -> datetime:
 
 def is_uuid7(event_id: uuid.UUID) -> bool:
     return event_id.version == 7
+
+
+def uuid7_at(when: datetime) -> uuid.UUID:
+    """A UUIDv7 carrying ``when`` (millisecond precision), for backfills and test data."""
+    millis = int(when.timestamp() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 64) & 0xFFF) << 64  # rand_a
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b
+    return uuid.UUID(int=value)

@@ -78,6 +78,16 @@ FROM audit_staging s
 JOIN audit_staging_chain c ON c.id = s.id
 ORDER BY s.id
 
+-- name: count_new_events
+-- Only the events this batch stored (the chain table holds exactly those ids).
+INSERT INTO audit_stats_hourly AS h (tenant_id, hour, action_type, severity, resource_type, events)
+SELECT s.tenant_id, date_trunc('hour', s.created_at), s.action_type, s.severity, s.resource_type, count(*)
+FROM (SELECT DISTINCT ON (id) * FROM audit_staging ORDER BY id) s
+JOIN audit_staging_chain c ON c.id = s.id
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (tenant_id, hour, action_type, severity, resource_type)
+DO UPDATE SET events = h.events + EXCLUDED.events
+
 -- name: advance_chain_head
 UPDATE tenant_chain_heads
 SET last_seq = %(last_seq)s, last_hash = %(last_hash)s, updated_at = now()
@@ -167,3 +177,33 @@ SET name = coalesce(%(name)s, name),
     updated_at = now()
 WHERE id = %(id)s
 RETURNING id, name, status, retention_days, created_at, updated_at
+
+-- name: stats_hours_aggregated
+SELECT hour, action_type, severity, resource_type, sum(events)::bigint
+FROM audit_stats_hourly
+WHERE tenant_id = %(tenant_id)s AND hour >= %(start)s AND hour < %(end)s
+GROUP BY 1, 2, 3, 4
+
+-- name: stats_hours_raw
+-- The partial hours at the edges of a range, counted from the rows themselves.
+SELECT date_trunc('hour', created_at), action_type, severity, resource_type, count(*)
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(end)s
+GROUP BY 1, 2, 3, 4
+
+-- name: stats_top_resources
+SELECT resource_type, resource_id, count(*) AS events
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(end)s
+GROUP BY 1, 2
+ORDER BY 3 DESC, 1, 2
+LIMIT %(limit)s
+
+-- name: stats_top_users
+SELECT user_id, count(*) AS events
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(end)s
+  AND user_id IS NOT NULL
+GROUP BY 1
+ORDER BY 2 DESC, 1
+LIMIT %(limit)s

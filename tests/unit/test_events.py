@@ -143,3 +143,15 @@ def test_event_ids_are_uuid7_carrying_their_time() -> None:
     assert is_uuid7(first)
     assert first < second or first_time < second_time
     assert id_time(first) == first_time
+
+
+def test_uuid7_at_carries_the_given_time() -> None:
+    from datetime import UTC, datetime
+
+    from auditlog.ids import uuid7_at
+
+    when = datetime(2024, 2, 29, 12, 30, 15, 123000, tzinfo=UTC)
+    made = uuid7_at(when)
+    assert is_uuid7(made)
+    assert made.variant == uuid.RFC_4122
+    assert id_time(made) == when

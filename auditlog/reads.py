@@ -1,0 +1,63 @@
+"""Reading a tenant's events: keyset-paginated listing and streaming row iteration.
+
+Every statement is scoped by ``EventFilters.where(tenant_id)``, whose first condition is the
+tenant; rows come back as dicts with the stored column values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from auditlog.filters import EventFilters
+
+EVENT_COLUMNS: LiteralString = (
+    "id, tenant_id, seq, created_at, occurred_at, user_id, session_id, "
+    "host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id, "
+    "severity, before_state, after_state, metadata, prev_hash, hash"
+)
+
+
+def list_events(
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    filters: EventFilters,
+    *,
+    limit: int,
+    newest_first: bool = True,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[dict[str, Any]]:
+    """One page, ordered by (created_at, id); ``after`` is the last row of the previous page."""
+    where, params = filters.where(tenant_id)
+    direction = sql.SQL("DESC" if newest_first else "ASC")
+    if after is not None:
+        where = sql.SQL("{} AND (created_at, id) {} (%(after_created)s, %(after_id)s)").format(
+            where, sql.SQL("<" if newest_first else ">")
+        )
+        params.update(after_created=after[0], after_id=after[1])
+    query = sql.SQL(
+        "SELECT {columns} FROM audit_logs WHERE {where} "
+        "ORDER BY created_at {direction}, id {direction} LIMIT %(limit)s"
+    ).format(columns=sql.SQL(EVENT_COLUMNS), where=where, direction=direction)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, {**params, "limit": limit}).fetchall()
+
+
+def iter_events(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, filters: EventFilters, *, batch: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """Every matching event, oldest first, through a server-side cursor: memory stays flat
+    however many rows match. Needs a connection that is not in autocommit (a transaction)."""
+    where, params = filters.where(tenant_id)
+    query = sql.SQL(
+        "SELECT {columns} FROM audit_logs WHERE {where} ORDER BY created_at, id"
+    ).format(columns=sql.SQL(EVENT_COLUMNS), where=where)
+    with conn.cursor(name=f"export_{uuid.uuid4().hex[:8]}", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        cur.execute(query, params)
+        yield from cur
