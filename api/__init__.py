@@ -13,6 +13,7 @@ from api import health, metrics
 from api.auth import configure_jwt
 from api.docs import bp as docs_bp
 from api.errors import register_error_handlers
+from api.logs import admin as _log_admin  # noqa: F401 (registers cleanup routes on logs_bp)
 from api.logs import reads as _log_reads  # noqa: F401 (registers the read routes on logs_bp)
 from api.logs.views import bp as logs_bp
 from api.observability import install_request_context

@@ -11,15 +11,15 @@ Definition (also in docs/integrity.md):
   ``prev_hash`` = 32 zero bytes.
 
 Because the canonical form commits to each field only through its digest, a field erased
-later on a data-subject request can keep its digest beside the row, and the chain still
-verifies without the erased value.
+later on a data-subject request keeps its digest beside the row (column ``redacted``), and
+the chain still verifies without the erased value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 GENESIS_HASH = bytes(32)
@@ -49,8 +49,13 @@ def field_digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def canonical_form(rendered: Sequence[str | None], seq: int) -> bytes:
-    """The canonical JSON form of one event from its rendered fields (without seq) and seq."""
+def canonical_form(
+    rendered: Sequence[str | None], seq: int, redacted: Mapping[str, str] | None = None
+) -> bytes:
+    """The canonical JSON form of one event from its rendered fields (without seq) and seq.
+
+    ``redacted`` maps erased fields to the digests kept for them; those stand in for the
+    (now NULL) values."""
     values = [*rendered, str(seq)]
     if len(values) != len(CANONICAL_FIELDS):
         raise ValueError(
@@ -59,11 +64,18 @@ def canonical_form(rendered: Sequence[str | None], seq: int) -> bytes:
     digests = {
         name: field_digest(value) for name, value in zip(CANONICAL_FIELDS, values, strict=True)
     }
+    if redacted:
+        digests.update({name: digest for name, digest in redacted.items() if name in digests})
     return json.dumps(digests, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
-def link_hash(prev_hash: bytes, rendered: Sequence[str | None], seq: int) -> bytes:
-    return hashlib.sha256(prev_hash + canonical_form(rendered, seq)).digest()
+def link_hash(
+    prev_hash: bytes,
+    rendered: Sequence[str | None],
+    seq: int,
+    redacted: Mapping[str, str] | None = None,
+) -> bytes:
+    return hashlib.sha256(prev_hash + canonical_form(rendered, seq, redacted)).digest()
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,7 @@ class ChainRow:
     hash: bytes
     rendered: Sequence[str | None]
     id: str = ""
+    redacted: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ def verify_rows(rows: Iterable[ChainRow], expected_prev: bytes | None = None) ->
                 row,
                 "prev_hash does not match the previous event's hash",
             )
-        if link_hash(row.prev_hash, row.rendered, row.seq) != row.hash:
+        if link_hash(row.prev_hash, row.rendered, row.seq, row.redacted) != row.hash:
             return _broken(
                 checked,
                 first_seq,

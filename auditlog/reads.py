@@ -19,7 +19,7 @@ from auditlog.filters import EventFilters
 EVENT_COLUMNS: LiteralString = (
     "id, tenant_id, seq, created_at, occurred_at, user_id, session_id, "
     "host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id, "
-    "severity, before_state, after_state, metadata, prev_hash, hash"
+    "severity, before_state, after_state, metadata, prev_hash, hash, redacted"
 )
 
 

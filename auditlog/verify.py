@@ -23,15 +23,22 @@ def verify_tenant_chain(
 
     The first event checked must link to the event before it (or to the genesis hash when
     it is seq 1); when that earlier event is no longer stored (retention), the range is
-    checked from its own first ``prev_hash``.
+    checked from its own first ``prev_hash``. Redacted fields count through the digests
+    kept for them.
     """
-    expected_prev: bytes | None = GENESIS_HASH if from_seq <= 1 else None
-    if from_seq > 1:
-        prev = conn.execute(
-            QUERIES["chain_prev_hash"], {"tenant_id": tenant_id, "seq": from_seq - 1}
-        ).fetchone()
-        expected_prev = bytes(prev[0]) if prev else None
     params = {"tenant_id": tenant_id, "from_seq": max(from_seq, 1), "to_seq": to_seq or _MAX_SEQ}
+    first = conn.execute(QUERIES["first_retained_seq"], params).fetchone()
+    start = first[0] if first and first[0] is not None else None
+    expected_prev: bytes | None = None
+    if start == 1:
+        expected_prev = GENESIS_HASH
+    elif start is not None:
+        prev = conn.execute(
+            QUERIES["chain_prev_hash"], {"tenant_id": tenant_id, "seq": start - 1}
+        ).fetchone()
+        # The event before may have been removed by retention: then the range is checked from
+        # its first retained event's own prev_hash.
+        expected_prev = bytes(prev[0]) if prev else None
     # A server-side cursor keeps memory flat on long chains; it needs a transaction.
     with conn.transaction(), conn.cursor(name="verify_chain") as cur:
         cur.itersize = 5000
@@ -43,8 +50,9 @@ def verify_tenant_chain(
                 hash=bytes(digest),
                 rendered=rendered,
                 id=event_id,
+                redacted=redacted,
             )
-            for seq, prev_hash, digest, event_id, rendered in cur
+            for seq, prev_hash, digest, event_id, redacted, rendered in cur
         )
         result = verify_rows(rows, expected_prev)
     first_break = result.first_break

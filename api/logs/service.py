@@ -189,6 +189,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": row["metadata"],
         "prev_hash": bytes(row["prev_hash"]).hex(),
         "hash": bytes(row["hash"]).hex(),
+        "redacted": sorted(row["redacted"]) if row.get("redacted") else None,
     }
 
 

@@ -102,7 +102,7 @@ SELECT pg_notify('audit_events', %(payload)s)
 -- an id of another version (never minted here) is looked up without the bound.
 SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
        host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
-       severity, before_state, after_state, metadata, prev_hash, hash
+       severity, before_state, after_state, metadata, prev_hash, hash, redacted
 FROM audit_logs
 WHERE tenant_id = %(tenant_id)s
   AND id = %(id)s
@@ -111,13 +111,16 @@ WHERE tenant_id = %(tenant_id)s
                          AND %(id_time)s::timestamptz + interval '1 minute')
 
 -- name: chain_rows
-SELECT seq, prev_hash, hash, id::text,
+SELECT seq, prev_hash, hash, id::text, redacted,
        audit_canonical_fields(id, tenant_id, created_at, occurred_at, user_id, session_id,
                               ip_address, user_agent, action_type, resource_type,
                               resource_id, severity, before_state, after_state, metadata)
 FROM audit_logs
 WHERE tenant_id = %(tenant_id)s AND seq BETWEEN %(from_seq)s AND %(to_seq)s
 ORDER BY seq
+
+-- name: first_retained_seq
+SELECT min(seq) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND seq >= %(from_seq)s
 
 -- name: chain_prev_hash
 SELECT hash FROM audit_logs WHERE tenant_id = %(tenant_id)s AND seq = %(seq)s
@@ -207,3 +210,62 @@ WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(e
 GROUP BY 1
 ORDER BY 2 DESC, 1
 LIMIT %(limit)s
+
+-- name: cleanup_boundary
+-- The last seq that may go: every event up to it was created before the cut-off (and, when
+-- archived days are required, lies on an archived day). Deleting a seq prefix keeps the
+-- retained chain contiguous, so it verifies from its first retained event.
+SELECT coalesce(min(seq) - 1, (SELECT max(seq) FROM audit_logs WHERE tenant_id = %(tenant_id)s))
+FROM audit_logs l
+WHERE tenant_id = %(tenant_id)s
+  AND (created_at >= %(before)s
+       OR (%(require_archive)s AND NOT EXISTS (
+            SELECT 1 FROM audit_archives a
+            WHERE a.tenant_id = l.tenant_id AND a.day = (l.created_at AT TIME ZONE 'UTC')::date)))
+
+-- name: count_older_than
+SELECT count(*) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s
+
+-- name: delete_seq_prefix
+WITH gone AS (
+    DELETE FROM audit_logs
+    WHERE tenant_id = %(tenant_id)s AND seq <= %(last_seq)s
+    RETURNING tenant_id, created_at, action_type, severity, resource_type
+), counted AS (
+    SELECT tenant_id, date_trunc('hour', created_at) AS hour, action_type, severity, resource_type,
+           count(*) AS events
+    FROM gone GROUP BY 1, 2, 3, 4, 5
+), adjusted AS (
+    UPDATE audit_stats_hourly h SET events = h.events - c.events
+    FROM counted c
+    WHERE h.tenant_id = c.tenant_id AND h.hour = c.hour AND h.action_type = c.action_type
+      AND h.severity = c.severity AND h.resource_type = c.resource_type
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT min(created_at) FROM gone), (SELECT max(created_at) FROM gone)
+
+-- name: redact_event
+-- Erase the named fields, keeping each one's digest (computed by the caller from the
+-- canonical rendering) in `redacted`.
+UPDATE audit_logs
+SET user_id      = CASE WHEN 'user_id'      = ANY(%(fields)s) THEN NULL ELSE user_id END,
+    session_id   = CASE WHEN 'session_id'   = ANY(%(fields)s) THEN NULL ELSE session_id END,
+    ip_address   = CASE WHEN 'ip_address'   = ANY(%(fields)s) THEN NULL ELSE ip_address END,
+    user_agent   = CASE WHEN 'user_agent'   = ANY(%(fields)s) THEN NULL ELSE user_agent END,
+    before_state = CASE WHEN 'before_state' = ANY(%(fields)s) THEN NULL ELSE before_state END,
+    after_state  = CASE WHEN 'after_state'  = ANY(%(fields)s) THEN NULL ELSE after_state END,
+    metadata     = CASE WHEN 'metadata'     = ANY(%(fields)s) THEN NULL ELSE metadata END,
+    redacted     = coalesce(redacted, '{}'::jsonb) || %(digests)s
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND created_at = %(created_at)s
+
+-- name: event_for_redaction
+SELECT created_at, redacted,
+       audit_canonical_fields(id, tenant_id, created_at, occurred_at, user_id, session_id,
+                              ip_address, user_agent, action_type, resource_type,
+                              resource_id, severity, before_state, after_state, metadata)
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+  AND (%(id_time)s::timestamptz IS NULL
+       OR created_at BETWEEN %(id_time)s::timestamptz - interval '1 minute'
+                         AND %(id_time)s::timestamptz + interval '1 minute')
+FOR UPDATE
