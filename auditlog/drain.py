@@ -311,6 +311,9 @@ class Drainer:
                     break
                 last_activity = time.monotonic()
                 continue
+            # Idle time counts from the end of the work, not from the receive: a long batch
+            # must not end the run while a backlog remains.
+            last_activity = time.monotonic()
             stats.add(result)
             if on_batch is not None:
                 on_batch(result)

@@ -18,7 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditlog.queue import MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, EventQueue, QueueUnavailable
+from auditlog.queue import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    MAX_MESSAGE_BYTES,
+    EventQueue,
+    QueueUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +111,13 @@ class BatchingProducer:
 
     @staticmethod
     def _chunks(envelopes: list[_Envelope]) -> list[list[_Envelope]]:
-        # SendMessageBatch takes 10 entries and 256 KiB in all; one envelope can be nearly
-        # that, so a chunk holds at most 10 entries and at most one full message's bytes.
+        # SendMessageBatch takes at most 10 entries and MAX_BATCH_BYTES in all.
         chunks: list[list[_Envelope]] = []
         current: list[_Envelope] = []
         size = 0
         for envelope in envelopes:
             if current and (
-                len(current) == MAX_BATCH_ENTRIES or size + envelope.size > MAX_MESSAGE_BYTES
+                len(current) == MAX_BATCH_ENTRIES or size + envelope.size > MAX_BATCH_BYTES
             ):
                 chunks.append(current)
                 current, size = [], 0

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
 ENVELOPE_VERSION = 1
-# SQS allows 256 KiB per message and per SendMessageBatch call; keep headroom for the
-# envelope and attributes.
+# An envelope stays under 256 KiB, the classic SQS message limit, so it fits every SQS.
+# One SendMessageBatch call carries at most 10 entries and (SQS and ElasticMQ alike) at
+# most 1 MiB of bodies in all; keep headroom below both.
 MAX_MESSAGE_BYTES = 250 * 1024
 MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 1000 * 1000
 
 
 class QueueUnavailable(RuntimeError):
@@ -89,6 +91,21 @@ def _join(encoded_records: list[str]) -> str:
     return f'{{"v":{ENVELOPE_VERSION},"events":[{",".join(encoded_records)}]}}'
 
 
+def batch_indexes(sizes: Sequence[int]) -> Iterator[list[int]]:
+    """Group message indexes, in order, into SendMessageBatch calls that respect both the
+    entry count and the total size limit."""
+    current: list[int] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if current and (len(current) == MAX_BATCH_ENTRIES or total + size > MAX_BATCH_BYTES):
+            yield current
+            current, total = [], 0
+        current.append(index)
+        total += size
+    if current:
+        yield current
+
+
 @dataclass(frozen=True)
 class ReceivedMessage:
     message_id: str
@@ -138,13 +155,11 @@ class EventQueue:
             raise QueueUnavailable(f"SQS did not accept {len(failed)} of {len(bodies)} message(s)")
 
     def send_entries(self, bodies: Sequence[str]) -> set[int]:
-        """Send bodies with SendMessageBatch (10 per call); return the indexes SQS did not
-        accept after a few retries. Raises ``QueueUnavailable`` when SQS cannot be reached."""
+        """Send bodies with SendMessageBatch; return the indexes SQS did not accept after a
+        few retries. Raises ``QueueUnavailable`` when SQS cannot be reached."""
         failed: set[int] = set()
-        for start in range(0, len(bodies), MAX_BATCH_ENTRIES):
-            pending = {
-                str(i): bodies[i] for i in range(start, min(start + MAX_BATCH_ENTRIES, len(bodies)))
-            }
+        for chunk in batch_indexes([len(b.encode()) for b in bodies]):
+            pending = {str(i): bodies[i] for i in chunk}
             for attempt in range(3):
                 try:
                     answer = self._client.send_message_batch(

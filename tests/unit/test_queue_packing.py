@@ -31,3 +31,14 @@ def test_single_record_round_trips() -> None:
 def test_bad_envelopes_are_rejected(body: str) -> None:
     with pytest.raises(BadEnvelope):
         decode_envelope(body)
+
+
+def test_batches_respect_entry_count_and_total_size() -> None:
+    from auditlog.queue import MAX_BATCH_BYTES, batch_indexes
+
+    sizes = [250 * 1024] * 9 + [100] * 25
+    batches = list(batch_indexes(sizes))
+    assert [i for b in batches for i in b] == list(range(len(sizes)))
+    assert all(len(b) <= 10 for b in batches)
+    assert all(sum(sizes[i] for i in b) <= MAX_BATCH_BYTES for b in batches)
+    assert len(batches[0]) == 3  # three 250 KiB envelopes fit in 1 MB, a fourth does not
