@@ -45,10 +45,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings, pool=pool, queue=EventQueue.from_settings(settings)
     )
 
+    # Before the blueprints: a rule takes the map's setting when it is added.
+    app.url_map.strict_slashes = False
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(tenants_bp)
     app.register_blueprint(docs_bp)
-    app.url_map.strict_slashes = False
     return app

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, json
+from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from auditlog.events import FieldError
@@ -90,6 +92,17 @@ def register_error_handlers(app: Flask) -> None:
             413: "The request body is too large.",
         }.get(status, exc.description or HTTPStatus(status).phrase)
         return problem_response(status, detail, headers=headers)
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _database_unavailable(exc: Exception) -> Response:
+        log.warning("api.database_unavailable", extra={"error": str(exc)[:300]})
+        return problem_response(
+            503,
+            "The database is unavailable; retry later.",
+            kind="database-unavailable",
+            headers={"Retry-After": "5"},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

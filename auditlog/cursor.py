@@ -23,6 +23,10 @@ def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
         position = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise BadCursor("is not a cursor this API issued") from None
-    if not isinstance(position, dict) or set(position) != keys:
+    if (
+        not isinstance(position, dict)
+        or set(position) != keys
+        or not all(isinstance(v, str) for v in position.values())
+    ):
         raise BadCursor("is not a cursor this API issued")
     return position

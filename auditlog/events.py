@@ -63,8 +63,71 @@ def canonical_json(value: Any) -> str:
 
 
 def format_time(value: datetime) -> str:
-    """UTC, microsecond precision, ``Z`` suffix: what PostgreSQL's timestamptz keeps."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microsecond precision, ``Z`` suffix: what PostgreSQL's timestamptz keeps.
+    (The year is padded by hand: ``strftime('%Y')`` does not pad years below 1000.)"""
+    v = value.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v:%H:%M:%S}.{v.microsecond:06d}Z"
+
+
+# Times outside these years are refused: they cannot be told apart from mistakes, and the
+# far edges of Python's datetime overflow when moved to UTC.
+MIN_YEAR, MAX_YEAR = 1900, 9998
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO-8601 date-time with a timezone, in UTC; ``ValueError`` says what is wrong."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 date-time with a timezone") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must include a timezone offset, e.g. 2024-05-01T12:00:00Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not MIN_YEAR <= in_utc.year <= MAX_YEAR:
+        raise ValueError(f"must lie between the years {MIN_YEAR} and {MAX_YEAR}")
+    return in_utc
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored as text (PostgreSQL refuses U+0000; a lone surrogate
+    is not Unicode text), or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogate code points"
+    return None
+
+
+def _json_text_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (problem := text_problem(key) or _json_text_problem(item)) is not None:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            if (problem := _json_text_problem(item)) is not None:
+                return problem
+    return None
+
+
+def normalize_ip(value: str) -> str:
+    """The one spelling of an address that PostgreSQL's inet gives back too."""
+    if "%" in value:
+        raise ValueError("must be an IPv4 or IPv6 address without a zone id")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
 
 
 class EventIn(BaseModel):
@@ -93,15 +156,17 @@ class EventIn(BaseModel):
             raise ValueError("must be a string")
         return value
 
+    @field_validator("session_id", "user_agent", "resource_type", "resource_id")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        if value is not None and (problem := text_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("ip_address")
     @classmethod
     def _valid_ip(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            raise ValueError("must be an IPv4 or IPv6 address") from None
+        return None if value is None else normalize_ip(value)
 
     @field_validator("occurred_at", mode="before")
     @classmethod
@@ -110,13 +175,7 @@ class EventIn(BaseModel):
             return None
         if not isinstance(value, str):
             raise ValueError("must be an ISO-8601 string with a timezone")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("must be an ISO-8601 date-time with a timezone") from None
-        if parsed.tzinfo is None:
-            raise ValueError("must include a timezone offset, e.g. 2024-05-01T12:00:00Z")
-        return parsed
+        return parse_time(value)
 
     @field_validator(*JSON_FIELDS)
     @classmethod
@@ -125,6 +184,8 @@ class EventIn(BaseModel):
             return None
         if _json_depth(value) > MAX_JSON_DEPTH:
             raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+        if (problem := _json_text_problem(value)) is not None:
+            raise ValueError(problem.replace("must", "keys and strings must", 1))
         if len(canonical_json(value).encode()) > MAX_JSON_FIELD_BYTES:
             raise ValueError(f"is larger than {MAX_JSON_FIELD_BYTES} bytes")
         return value
@@ -156,7 +217,9 @@ def parse_event(
     where = prefix or "body"
     if not isinstance(raw, Mapping):
         return None, [FieldError(where, "must be a JSON object")]
-    if len(canonical_json(raw).encode()) > MAX_EVENT_BYTES:
+    # surrogatepass: a lone surrogate is reported by the field that holds it, below.
+    size = len(canonical_json(raw).encode("utf-8", "surrogatepass"))
+    if size > MAX_EVENT_BYTES:
         return None, [FieldError(where, f"event is larger than {MAX_EVENT_BYTES} bytes")]
     try:
         event = EventIn.model_validate(raw)

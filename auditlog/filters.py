@@ -15,7 +15,7 @@ from typing import Any, LiteralString
 
 from psycopg import sql
 
-from auditlog.events import ActionType, FieldError, Severity
+from auditlog.events import ActionType, FieldError, Severity, parse_time, text_problem
 
 SEVERITY_ORDER = [s.value for s in Severity]  # INFO < WARNING < ERROR < CRITICAL
 MAX_VALUES = 50
@@ -95,6 +95,9 @@ def _one(args: Mapping[str, Sequence[str]], name: str, errors: list[FieldError])
     if values[0] == "" or len(values[0]) > 256:
         errors.append(FieldError(name, "must be 1 to 256 characters"))
         return None
+    if (problem := text_problem(values[0])) is not None:
+        errors.append(FieldError(name, problem))
+        return None
     return values[0]
 
 
@@ -105,14 +108,10 @@ def _time(
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace(" ", "+"))  # a '+' often arrives as a space
-    except ValueError:
-        errors.append(FieldError(name, "must be an ISO-8601 date-time with a timezone"))
+        return parse_time(raw.replace(" ", "+"))  # a '+' in a query string often arrives as a space
+    except ValueError as exc:
+        errors.append(FieldError(name, str(exc)))
         return None
-    if value.tzinfo is None:
-        errors.append(FieldError(name, "must include a timezone offset, e.g. 2024-05-01T00:00:00Z"))
-        return None
-    return value
 
 
 def parse_filters(args: Mapping[str, Sequence[str]], errors: list[FieldError]) -> EventFilters:
@@ -161,6 +160,8 @@ def parse_filters(args: Mapping[str, Sequence[str]], errors: list[FieldError]) -
 
     if (raw_ip := _one(args, "ip", errors)) is not None:
         try:
+            if "%" in raw_ip:
+                raise ValueError("zone ids are not addresses")
             filters.ip_network = str(ipaddress.ip_network(raw_ip, strict=False))
         except ValueError:
             errors.append(FieldError("ip", "must be an IP address or a CIDR network"))

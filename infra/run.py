@@ -48,6 +48,9 @@ def api_command(port: int, workers: int = 2) -> list[str]:
         "16",
         "--graceful-timeout",
         "10",
+        # Long filter URLs are legitimate; past this gunicorn answers itself (an HTML 414).
+        "--limit-request-line",
+        "8190",
     ]
 
 

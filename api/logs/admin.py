@@ -15,7 +15,7 @@ from api.errors import ApiProblem, validation_problem
 from api.logs.service import queue_unavailable
 from api.logs.views import bp
 from api.services import services
-from auditlog.events import ActionType, FieldError, Severity, format_time
+from auditlog.events import ActionType, FieldError, Severity, format_time, parse_time
 from auditlog.platform_events import platform_event
 from auditlog.queue import QueueUnavailable
 from auditlog.retention import REDACTABLE_FIELDS, cleanup_before, redact_event
@@ -55,14 +55,10 @@ def _cutoff(errors: list[FieldError]) -> datetime | None:
         return datetime.now(UTC) - timedelta(days=int(days))
     assert before is not None
     try:
-        value = datetime.fromisoformat(before.replace(" ", "+"))
-    except ValueError:
-        errors.append(FieldError("before", "must be an ISO-8601 date-time with a timezone"))
+        return parse_time(before.replace(" ", "+"))
+    except ValueError as exc:
+        errors.append(FieldError("before", str(exc)))
         return None
-    if value.tzinfo is None:
-        errors.append(FieldError("before", "must include a timezone offset"))
-        return None
-    return value
 
 
 @bp.delete("/cleanup")

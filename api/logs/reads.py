@@ -3,6 +3,7 @@ logs blueprint; every query is scoped to the token's tenant."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,9 +119,13 @@ def export_logs() -> Response:
         with svc.pool.connection() as conn, conn.transaction():
             yield from WRITERS[fmt](iter_events(conn, tenant, filters))
 
+    # The first chunk (the query started, the header written) is produced here, so that a
+    # failure to start is an ordinary problem response rather than a broken stream.
+    stream = generate()
+    first = next(stream, b"")  # an export with no rows may yield nothing at all
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
-        stream_with_context(generate()),
+        stream_with_context(itertools.chain([first], stream)),
         mimetype=CONTENT_TYPES[fmt],
         headers={
             "Content-Disposition": f'attachment; filename="audit-logs-{stamp}.{fmt}"',

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from api.auth import ADMIN_ROLES, current_principal, require_roles
 from api.errors import ApiProblem, validation_problem
@@ -17,7 +25,7 @@ from api.logs.service import queue_unavailable
 from api.requests import json_body
 from api.services import services
 from auditlog.cursor import BadCursor, decode_cursor, encode_cursor
-from auditlog.events import ActionType, FieldError, format_time
+from auditlog.events import ActionType, FieldError, format_time, text_problem
 from auditlog.platform_events import platform_event
 from auditlog.queue import QueueUnavailable
 from auditlog.store.queries import QUERIES
@@ -31,9 +39,17 @@ Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 RetentionDays = Annotated[StrictInt, Field(ge=1, le=36500)]
 
 
+def _storable(value: str | None) -> str | None:
+    if value is not None and (problem := text_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
+
+    _name_text = field_validator("name")(_storable)
     status: Status = "active"
     retention_days: RetentionDays = 365
 
@@ -41,6 +57,8 @@ class TenantCreate(BaseModel):
 class TenantPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name | None = None
+
+    _name_text = field_validator("name")(_storable)
     status: Status | None = None
     retention_days: RetentionDays | None = None
 
@@ -55,7 +73,9 @@ def _validate(model: type[M], raw: Any) -> M:
             [
                 FieldError(
                     ".".join(str(p) for p in e["loc"]) or "body",
-                    "is not a known field" if e["type"] == "extra_forbidden" else e["msg"],
+                    "is not a known field"
+                    if e["type"] == "extra_forbidden"
+                    else e["msg"].removeprefix("Value error, "),
                 )
                 for e in exc.errors(include_url=False)
             ]
@@ -105,6 +125,13 @@ def _audit(
 @require_roles(ADMIN_ROLES, tenant=False)
 def list_tenants() -> Response:
     errors = []
+    name = request.args.get("name")
+    if name is not None:
+        problem = text_problem(name) or (
+            None if len(name) <= 200 else "must be at most 200 characters"
+        )
+        if problem is not None:
+            errors.append(FieldError("name", problem))
     status = request.args.get("status")
     if status is not None and status not in ("active", "inactive", "suspended"):
         errors.append(FieldError("status", "must be active, inactive or suspended"))

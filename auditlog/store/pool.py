@@ -27,6 +27,7 @@ def open_pool(
         kwargs={"options": SESSION_OPTIONS},
         name=name,
         open=False,
+        timeout=5,  # a request waits at most this long for a connection, then 503
         # A connection is checked as it leaves the pool, so a database restart costs the
         # requests in flight at that moment, not every pooled connection afterwards.
         check=ConnectionPool.check_connection,

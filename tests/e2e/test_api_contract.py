@@ -13,19 +13,18 @@ serves it at /api/v1/openapi.json.
 
 Bounded and repeatable: a fixed seed, a few examples per operation, no example database
 (about 15 s). No Dagster here: an accepted event is not drained, so reading it back answers
-404, which is documented (the walking skeleton covers the drain). API bugs found and not
-fixed yet are listed in KNOWN_BUGS, matched narrowly; delete each entry with its fix.
+404, which is documented (the walking skeleton covers the drain). Every failure fails the
+test: nothing is filtered.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,8 +33,7 @@ import psycopg
 import pytest
 import requests
 import schemathesis
-from schemathesis import AuthContext, Case, HookContext, Response
-from schemathesis.core.failures import Failure
+from schemathesis import AuthContext, Case
 
 from api.docs import load_spec
 from auditlog.queue import ensure_queues, make_sqs_client
@@ -180,65 +178,6 @@ def _config() -> schemathesis.Config:
 schema = schemathesis.openapi.from_dict(load_spec(), config=_config())
 
 
-def _known_bug(context: HookContext, failure: Failure, case: Case, response: Response) -> bool:
-    """``filter_failure`` hook: False (drop the failure) only when it is one of the API bugs
-    in KNOWN_BUGS, reported and not fixed yet; every other failure is kept.
-
-    They are matched narrowly (operation, status and the input or output that causes it) so
-    that they do not hide anything else, and so that the suite, and CI, stay usable until
-    they are fixed. Delete an entry once its bug is fixed (and this hook with the last)."""
-    return not any(matches(case, response) for matches in KNOWN_BUGS.values())
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-def _nul_in_text_to_postgres(case: Case, response: Response) -> bool:
-    """PostgreSQL text cannot hold U+0000: a NUL in a value that reaches a text column or
-    parameter is a psycopg DataError, answered 500 (and, for the streaming export, with
-    gunicorn's HTML page) instead of 422: a tenant `name` (POST/PATCH), the `name` filter
-    of the tenant list, the text filters of the event list and export."""
-    if response.status_code != 500:
-        return False
-    operation = (case.method.upper(), case.path)
-    query = case.query or {}
-    if operation in {("POST", "/api/v1/tenants"), ("PATCH", "/api/v1/tenants/{tenant_id}")}:
-        return isinstance(case.body, dict) and _has_nul(case.body.get("name"))
-    if operation == ("GET", "/api/v1/tenants"):
-        return _has_nul(query.get("name"))
-    if operation in {("GET", "/api/v1/logs"), ("GET", "/api/v1/logs/export")}:
-        return any(_has_nul(query.get(k)) for k in ("session_id", "resource_type", "resource_id"))
-    return False
-
-
-def _year_below_1000_unpadded(case: Case, response: Response) -> bool:
-    """auditlog.events.format_time uses strftime("%Y"), which does not zero-pad years
-    below 1000: GET /api/v1/logs/stats?to=0202-02-25T11:30:35Z answers
-    "to": "202-02-25T11:30:35.000000Z" (DELETE /api/v1/logs/cleanup?before=... the same in
-    "before"), which is not an RFC 3339 date-time."""
-    if response.status_code != 200:
-        return False
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and any(
-        isinstance(v, str) and re.match(r"^\d{1,3}-\d\d-\d\dT", v) for v in body.values()
-    )
-
-
-KNOWN_BUGS: dict[str, Callable[[Case, Response], bool]] = {
-    "NUL in text sent to PostgreSQL is 500": _nul_in_text_to_postgres,
-    "years below 1000 are formatted without zero padding": _year_below_1000_unpadded,
-}
-schema.hook("filter_failure")(_known_bug)
-
-
 ROLE_PLACEHOLDER = "Bearer role:"
 
 
@@ -274,7 +213,6 @@ def test_linked_operations_keep_the_contract_statefully(live_api: LiveApi) -> No
     )
     served.validate()
     assert served.raw_schema == load_spec()
-    served.hook("filter_failure")(_known_bug)
 
     class Workflow(served.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Case) -> None:

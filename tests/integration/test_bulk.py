@@ -108,7 +108,9 @@ def test_a_full_size_bulk_request_is_queued_in_size_bounded_batches(
 ) -> None:
     """1,000 events of ~4.8 KB (about 4.8 MB) need ~20 envelopes; SQS takes at most 1 MiB
     per SendMessageBatch call, so they go in several calls, and every event arrives."""
-    events = [{**EVENT, "resource_id": str(i), "metadata": {"pad": "x" * 4700}} for i in range(1000)]
+    events = [
+        {**EVENT, "resource_id": str(i), "metadata": {"pad": "x" * 4700}} for i in range(1000)
+    ]
     response = client.post("/api/v1/logs/bulk", json=events, headers=auth)
     assert response.status_code == 202, response.get_json()
     ids = [r["id"] for r in response.get_json()["results"]]

@@ -225,6 +225,8 @@ def test_export_formats_stream_every_matching_row(client: FlaskClient, data: Dat
     table = pq.read_table(io.BytesIO(pq_response.get_data()))
     assert table.column("id").to_pylist() == [r["id"] for r in expected]
     assert table.schema.field("created_at").type.tz == "UTC"
+    empty = client.get("/api/v1/logs/export?format=ndjson&resource_id=nothing", headers=data.headers)
+    assert (empty.status_code, empty.get_data()) == (200, b"")
     bad = client.get("/api/v1/logs/export?format=xlsx", headers=data.headers)
     assert bad.status_code == 422
 
@@ -295,3 +297,34 @@ def test_tenant_isolation_matrix(client: FlaskClient, data: DataSet) -> None:
     assert verify["events_checked"] == len(b_ids)
     forged = client.get(f"/api/v1/logs?tenant_id={data.tenant}", headers=as_b)
     assert forged.status_code == 422  # no tenant parameter exists to be abused
+
+
+def test_hostile_parameters_are_422_never_500(client: FlaskClient, data: DataSet) -> None:
+    import base64
+
+    crafted = (
+        base64.urlsafe_b64encode(b'{"c":"2024-01-01T00:00:00+00:00","i":5,"o":"desc"}')
+        .decode()
+        .rstrip("=")
+    )
+    cases = {
+        "session_id=a%00": "session_id",
+        "resource_type=a%00": "resource_type",
+        "ip=fe80::1%25eth0": "ip",
+        f"cursor={crafted}": "cursor",
+        "from=0001-01-01T00:00:00%2B01:00": "from",
+    }
+    for query, field in cases.items():
+        response = client.get(f"/api/v1/logs?{query}", headers=data.headers)
+        assert response.status_code == 422, query
+        assert field in {e["field"] for e in response.get_json()["errors"]}, query
+    export = client.get("/api/v1/logs/export?resource_id=a%00", headers=data.headers)
+    assert export.status_code == 422
+    assert export.content_type == "application/problem+json"
+    stats = client.get("/api/v1/logs/stats?to=9999-12-31T23:59:59-01:00", headers=data.headers)
+    assert stats.status_code == 422
+    old = client.get(
+        "/api/v1/logs/stats?from=1950-01-01T00:00:00Z&to=1951-01-01T00:00:00Z", headers=data.headers
+    )
+    assert old.status_code == 200
+    assert old.get_json()["from"] == "1950-01-01T00:00:00.000000Z"

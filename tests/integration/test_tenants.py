@@ -145,3 +145,18 @@ def test_only_platform_admins_manage_tenants(
     status = db.execute("SELECT status FROM tenants WHERE id = %s", (tenant,)).fetchone()
     assert status == ("active",)
     assert drain_messages(queue) == []
+
+
+def test_names_postgresql_cannot_store_are_422(
+    client: FlaskClient, queue: EventQueue, tenant: uuid.UUID, token_for: Callable[..., str]
+) -> None:
+    headers = admin(token_for)
+    created = client.post("/api/v1/tenants", json={"name": "a\u0000b"}, headers=headers)
+    assert created.status_code == 422
+    assert created.get_json()["errors"][0]["field"] == "name"
+    patched = client.patch(f"/api/v1/tenants/{tenant}", json={"name": "x\u0000"}, headers=headers)
+    assert patched.status_code == 422
+    listed = client.get("/api/v1/tenants?name=a%00", headers=headers)
+    assert listed.status_code == 422
+    assert client.get("/api/v1/tenants/", headers=headers).status_code == 200  # trailing slash
+    assert drain_messages(queue) == []

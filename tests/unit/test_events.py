@@ -155,3 +155,45 @@ def test_uuid7_at_carries_the_given_time() -> None:
     assert is_uuid7(made)
     assert made.variant == uuid.RFC_4122
     assert id_time(made) == when
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("resource_type", "a\x00b", "NUL"),
+        ("session_id", "\ud800", "unicode"),
+        ("metadata", {"k\x00": 1}, "NUL"),
+        ("metadata", {"k": ["ok", "bad\x00"]}, "NUL"),
+        ("ip_address", "fe80::1%eth0", "zone id"),
+        ("occurred_at", "0001-01-01T00:00:00+01:00", "years"),
+        ("occurred_at", "9999-12-31T23:59:59-01:00", "years"),
+        ("occurred_at", "0202-01-01T00:00:00Z", "years"),
+    ],
+)
+def test_values_postgresql_cannot_store_are_refused_up_front(
+    field: str, value: object, message: str
+) -> None:
+    found = errors_of({**VALID, field: value})
+    assert list(found) == [field]
+    assert message in found[field]
+
+
+def test_a_lone_surrogate_anywhere_is_a_422_not_a_crash() -> None:
+    found = errors_of({**VALID, "metadata": {"\udcff": 1}})
+    assert "surrogate" in found["metadata"]
+
+
+def test_ipv4_mapped_addresses_use_the_spelling_postgresql_returns() -> None:
+    event, _ = parse_event({**VALID, "ip_address": "::ffff:1.2.3.4"}, TENANT)
+    assert event is not None
+    assert event.ip_address == "::ffff:1.2.3.4"
+
+
+def test_format_time_pads_the_year() -> None:
+    from datetime import UTC, datetime
+
+    from auditlog.events import format_time
+
+    assert (
+        format_time(datetime(202, 2, 25, 11, 30, 35, tzinfo=UTC)) == "0202-02-25T11:30:35.000000Z"
+    )
