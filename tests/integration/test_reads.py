@@ -225,7 +225,9 @@ def test_export_formats_stream_every_matching_row(client: FlaskClient, data: Dat
     table = pq.read_table(io.BytesIO(pq_response.get_data()))
     assert table.column("id").to_pylist() == [r["id"] for r in expected]
     assert table.schema.field("created_at").type.tz == "UTC"
-    empty = client.get("/api/v1/logs/export?format=ndjson&resource_id=nothing", headers=data.headers)
+    empty = client.get(
+        "/api/v1/logs/export?format=ndjson&resource_id=nothing", headers=data.headers
+    )
     assert (empty.status_code, empty.get_data()) == (200, b"")
     bad = client.get("/api/v1/logs/export?format=xlsx", headers=data.headers)
     assert bad.status_code == 422
