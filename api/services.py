@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from flask import current_app
+from opensearchpy import OpenSearch
 from psycopg_pool import ConnectionPool
 
 from api import metrics
@@ -15,6 +16,7 @@ from auditlog.idempotency import IdempotencyStore
 from auditlog.producer import BatchingProducer
 from auditlog.queue import EventQueue
 from auditlog.ratelimit import RateLimiter
+from auditlog.search import make_client as make_search_client
 from auditlog.settings import Settings
 from auditlog.tenants import tenant_status
 
@@ -56,6 +58,7 @@ class Services:
     producer: BatchingProducer = field(init=False)
     idempotency: IdempotencyStore = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
+    search: OpenSearch = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantStatusCache(self.pool)
@@ -65,6 +68,8 @@ class Services:
             on_error=lambda _exc: metrics.SQS_ERRORS.inc(),
         )
         self.idempotency = IdempotencyStore(self.pool)
+        # Connects lazily: OpenSearch being down affects search requests only.
+        self.search = make_search_client(self.settings.opensearch_url)
         self.rate_limiter = RateLimiter(
             self.settings.rate_limit_events_per_second, self.settings.rate_limit_burst
         )

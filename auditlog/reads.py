@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
@@ -15,6 +15,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from auditlog.filters import EventFilters
+from auditlog.ids import id_time, is_uuid7
+from auditlog.store.queries import QUERIES
 
 EVENT_COLUMNS: LiteralString = (
     "id, tenant_id, seq, created_at, occurred_at, user_id, session_id, "
@@ -61,3 +63,22 @@ def iter_events(
         cur.itersize = batch
         cur.execute(query, params)
         yield from cur
+
+
+def events_by_ids(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, ids: list[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """The tenant's events among ``ids``; their UUIDv7 timestamps bound the partitions read."""
+    if not ids:
+        return []
+    times = [id_time(i) for i in ids if is_uuid7(i)]
+    if not times:
+        return []
+    params = {
+        "tenant_id": tenant_id,
+        "ids": ids,
+        "earliest": min(times) - timedelta(minutes=1),
+        "latest": max(times) + timedelta(minutes=1),
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(QUERIES["events_by_ids"], params).fetchall()

@@ -83,4 +83,9 @@ def redact_event(
                 "digests": Jsonb(digests),
             },
         )
+        # The search index holds a copy of the erased values until it is refreshed.
+        conn.execute(
+            QUERIES["request_reindex"],
+            {"tenant_id": tenant_id, "id": event_id, "created_at": created_at},
+        )
     return sorted(digests)

@@ -16,7 +16,9 @@ from dagster import (
     sensor,
 )
 
-from pipelines.jobs import drain_job
+from auditlog.store.pool import connect
+from auditlog.store.queries import QUERIES
+from pipelines.jobs import drain_job, index_search_job
 from pipelines.resources import AuditPlatform
 
 IN_FLIGHT = [
@@ -41,3 +43,23 @@ def drain_sensor(
     if backlog.visible == 0:
         return SkipReason("queue is empty")
     return SensorResult(run_requests=[RunRequest(tags={"backlog": str(backlog.visible)})])
+
+
+@sensor(
+    job=index_search_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING
+)
+def search_sensor(
+    context: SensorEvaluationContext, platform: AuditPlatform
+) -> SensorResult | SkipReason:
+    """Keep one indexing run going while any tenant's events are ahead of its watermark."""
+    in_flight = context.instance.get_runs_count(
+        RunsFilter(job_name=index_search_job.name, statuses=IN_FLIGHT)
+    )
+    if in_flight:
+        return SkipReason("an indexing run is in flight")
+    with connect(platform.settings().database_url) as conn:
+        lagging = conn.execute(QUERIES["search_lagging_tenants"]).fetchall()
+    if not lagging:
+        return SkipReason("the search index is up to date")
+    behind = sum(int(str(head)) - int(str(mark)) for _, mark, head in lagging)
+    return SensorResult(run_requests=[RunRequest(tags={"events_behind": str(behind)})])

@@ -11,15 +11,17 @@ from typing import Any
 from flask import Response, jsonify, request, stream_with_context
 
 from api.auth import READ_ROLES, current_tenant, require_roles
-from api.errors import validation_problem
+from api.errors import ApiProblem, validation_problem
 from api.logs.service import event_json
 from api.logs.views import bp
-from api.services import services
+from api.services import Services, services
 from auditlog.cursor import BadCursor, decode_cursor, encode_cursor
 from auditlog.events import FieldError
 from auditlog.export import CONTENT_TYPES, WRITERS
 from auditlog.filters import EventFilters, parse_filters
-from auditlog.reads import iter_events, list_events
+from auditlog.reads import events_by_ids, iter_events, list_events
+from auditlog.search import SearchUnavailable, filters_to_query, search_ids
+from auditlog.search_query import ParsedQuery, QuerySyntaxError, parse_query
 from auditlog.stats import tenant_stats
 from auditlog.verify import verify_tenant_chain
 
@@ -56,8 +58,6 @@ def _filters(errors: list[FieldError], allowed_extra: set[str]) -> EventFilters:
     for name in request.args:
         if name not in known:
             errors.append(FieldError(name, "is not a known parameter"))
-    if "q" in request.args:
-        errors.append(FieldError("q", "full-text search is not enabled on this server yet"))
     return parse_filters(_args(), errors)
 
 
@@ -71,26 +71,37 @@ def list_logs() -> Response:
     order = request.args.get("order", "desc")
     if order not in ("asc", "desc"):
         errors.append(FieldError("order", "must be asc or desc"))
-    after = None
+    query = None
+    if "q" in request.args:
+        try:
+            query = parse_query(request.args["q"])
+        except QuerySyntaxError as exc:
+            errors.append(FieldError("q", str(exc)))
+    position = None
     if "cursor" in request.args:
         try:
             position = decode_cursor(request.args["cursor"], {"c", "i", "o"})
             if position["o"] != order:
                 raise BadCursor("belongs to the other order")
-            after = (datetime.fromisoformat(position["c"]), uuid.UUID(position["i"]))
+            datetime.fromisoformat(position["c"])
+            uuid.UUID(position["i"])
         except (BadCursor, ValueError, TypeError, KeyError):
             errors.append(FieldError("cursor", "is not a cursor this API issued for this order"))
     if errors:
         raise validation_problem(errors)
-    with services().pool.connection() as conn:
-        rows = list_events(
-            conn,
-            current_tenant(),
-            filters,
-            limit=limit + 1,
-            newest_first=order == "desc",
-            after=after,
-        )
+    after = (
+        None
+        if position is None
+        else (datetime.fromisoformat(position["c"]), uuid.UUID(position["i"]))
+    )
+    svc, tenant = services(), current_tenant()
+    if query is not None:
+        rows = _search(svc, tenant, filters, query, limit + 1, order == "desc", after)
+    else:
+        with svc.pool.connection() as conn:
+            rows = list_events(
+                conn, tenant, filters, limit=limit + 1, newest_first=order == "desc", after=after
+            )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -99,6 +110,47 @@ def list_logs() -> Response:
             {"c": last["created_at"].isoformat(), "i": str(last["id"]), "o": order}
         )
     return jsonify({"data": [event_json(r) for r in rows], "next_cursor": next_cursor})
+
+
+def _search(
+    svc: Services,
+    tenant: uuid.UUID,
+    filters: EventFilters,
+    query: ParsedQuery,
+    size: int,
+    newest_first: bool,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[dict[str, Any]]:
+    """Ids from OpenSearch (tenant-filtered and routed), events from PostgreSQL (tenant-
+    scoped again), in the index's order. The cursor is the same (created_at, id) position
+    as the listing's, as OpenSearch's ``search_after`` on (created_at, id)."""
+    clauses = filters_to_query(tenant, filters) + query.clauses
+    # OpenSearch keeps dates in whole milliseconds (integer arithmetic: no float rounding).
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    search_after = (
+        None if after is None else [(after[0] - epoch) // timedelta(milliseconds=1), str(after[1])]
+    )
+    try:
+        hits = search_ids(
+            svc.search,
+            tenant,
+            clauses,
+            query.text,
+            size=size,
+            newest_first=newest_first,
+            search_after=search_after,
+        )
+    except SearchUnavailable:
+        raise ApiProblem(
+            503,
+            "Search is unavailable right now; listing without q still works.",
+            kind="search-unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
+    ids = [uuid.UUID(event_id) for event_id, _ in hits]
+    with svc.pool.connection() as conn:
+        found = {row["id"]: row for row in events_by_ids(conn, tenant, ids)}
+    return [found[i] for i in ids if i in found]
 
 
 @bp.get("/export")

@@ -269,3 +269,63 @@ WHERE tenant_id = %(tenant_id)s AND id = %(id)s
        OR created_at BETWEEN %(id_time)s::timestamptz - interval '1 minute'
                          AND %(id_time)s::timestamptz + interval '1 minute')
 FOR UPDATE
+
+-- name: search_lagging_tenants
+SELECT h.tenant_id, coalesce(w.last_seq, 0), h.last_seq
+FROM tenant_chain_heads h
+LEFT JOIN search_watermarks w ON w.tenant_id = h.tenant_id
+WHERE h.last_seq > coalesce(w.last_seq, 0)
+ORDER BY h.last_seq - coalesce(w.last_seq, 0) DESC
+
+-- name: events_after_seq
+SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+       host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
+       severity, before_state, after_state, metadata, prev_hash, hash, redacted
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+
+-- name: advance_search_watermark
+INSERT INTO search_watermarks (tenant_id, last_seq) VALUES (%(tenant_id)s, %(last_seq)s)
+ON CONFLICT (tenant_id) DO UPDATE
+SET last_seq = greatest(search_watermarks.last_seq, EXCLUDED.last_seq), updated_at = now()
+
+-- name: search_watermark_of
+SELECT last_seq FROM search_watermarks WHERE tenant_id = %(tenant_id)s
+
+-- name: request_reindex
+INSERT INTO search_reindex_requests (tenant_id, id, created_at)
+VALUES (%(tenant_id)s, %(id)s, %(created_at)s)
+ON CONFLICT (tenant_id, id) DO UPDATE SET requested = now()
+
+-- name: take_reindex_requests
+DELETE FROM search_reindex_requests
+WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM search_reindex_requests ORDER BY requested LIMIT %(limit)s)
+RETURNING tenant_id, id, created_at
+
+-- name: events_by_ids
+SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+       host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
+       severity, before_state, after_state, metadata, prev_hash, hash, redacted
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s)
+  AND created_at BETWEEN %(earliest)s AND %(latest)s
+
+-- name: count_events_up_to_seq
+SELECT count(*) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND seq <= %(seq)s
+
+-- name: indexed_counts
+-- Per tenant: events up to the search watermark (what the index should hold).
+SELECT w.tenant_id, w.last_seq, count(l.id)
+FROM search_watermarks w
+JOIN audit_logs l ON l.tenant_id = w.tenant_id AND l.seq <= w.last_seq
+GROUP BY 1, 2
+
+-- name: events_in_range
+SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+       host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
+       severity, before_state, after_state, metadata, prev_hash, hash, redacted
+FROM audit_logs
+WHERE created_at >= %(start)s AND created_at < %(end)s
+ORDER BY created_at, id

@@ -264,7 +264,9 @@ def test_sensor_keeps_one_drain_in_flight_while_a_backlog_exists(
     for previous, following in zip(finished, records[1 : len(finished) + 1], strict=False):
         assert following.start_time is not None
         assert previous.end_time is not None
-        assert following.start_time - previous.end_time <= 10, "the next drain started late"
+        # "In flight" from the moment the sensor created the run (queued, then launched).
+        requested = following.create_timestamp.timestamp()
+        assert requested - previous.end_time <= 10, "the next drain was requested late"
         assert following.start_time >= previous.end_time - 0.5, "two drain runs overlapped"
 
     stored_by_runs = 0

@@ -189,7 +189,7 @@ def test_bad_parameters_are_named(client: FlaskClient, data: DataSet) -> None:
         "cursor",
         "colour",
     }
-    search = client.get("/api/v1/logs?q=delete", headers=data.headers)
+    search = client.get("/api/v1/logs?q=colour:red", headers=data.headers)
     assert search.status_code == 422
     assert search.get_json()["errors"][0]["field"] == "q"
     desc = client.get("/api/v1/logs?limit=2", headers=data.headers).get_json()["next_cursor"]

@@ -1,0 +1,238 @@
+"""Full-text search in OpenSearch: derived data, rebuilt from PostgreSQL at will.
+
+* Shared monthly indices ``audit-events-YYYY.MM`` from one index template, never an index
+  per tenant; ``_routing`` is the tenant id and the document id is the event id, so
+  indexing is idempotent and every search touches one shard per month.
+* Every query is filtered by tenant (and routed); search only finds ids, and the events
+  themselves are read from PostgreSQL, so redactions and tenant scoping apply as in SQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from opensearchpy import OpenSearch, helpers
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+
+from auditlog.events import format_time
+from auditlog.filters import SEVERITY_ORDER, EventFilters
+
+INDEX_PREFIX = "audit-events-"
+TEMPLATE_NAME = "audit-events"
+TEXT_FIELDS_MAX = 32 * 1024  # characters of searchable text kept per event
+
+INDEX_TEMPLATE: dict[str, Any] = {
+    "index_patterns": [f"{INDEX_PREFIX}*"],
+    "priority": 100,
+    "template": {
+        "settings": {
+            "number_of_shards": 1,
+            "number_of_replicas": 0,
+            "refresh_interval": "1s",
+        },
+        "mappings": {
+            "_routing": {"required": True},
+            "dynamic": "strict",
+            "properties": {
+                "id": {"type": "keyword"},
+                "tenant_id": {"type": "keyword"},
+                "seq": {"type": "long"},
+                "created_at": {"type": "date"},
+                "occurred_at": {"type": "date"},
+                "user_id": {"type": "keyword"},
+                "session_id": {"type": "keyword"},
+                "ip_address": {"type": "ip"},
+                "user_agent": {
+                    "type": "text",
+                    "fields": {"raw": {"type": "keyword", "ignore_above": 1024}},
+                },
+                "action_type": {"type": "keyword"},
+                "resource_type": {"type": "keyword"},
+                "resource_id": {"type": "keyword", "fields": {"text": {"type": "text"}}},
+                "severity": {"type": "keyword"},
+                "severity_rank": {"type": "byte"},
+                "before_state": {"type": "flat_object"},
+                "after_state": {"type": "flat_object"},
+                "metadata": {"type": "flat_object"},
+                "search_text": {"type": "text"},
+            },
+        },
+    },
+}
+
+
+class SearchUnavailable(RuntimeError):
+    """OpenSearch could not be reached or failed; nothing was indexed or found."""
+
+
+def make_client(url: str) -> OpenSearch:
+    return OpenSearch(hosts=[url], timeout=10, max_retries=1, retry_on_timeout=False)
+
+
+def index_for(created_at: datetime) -> str:
+    return f"{INDEX_PREFIX}{created_at:%Y.%m}"
+
+
+def ensure_template(client: OpenSearch) -> None:
+    """Install (or update) the index template; idempotent."""
+    try:
+        client.indices.put_index_template(name=TEMPLATE_NAME, body=INDEX_TEMPLATE)
+    except (OSConnectionError, TransportError) as exc:
+        raise SearchUnavailable(str(exc)) from exc
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def to_document(row: dict[str, Any]) -> dict[str, Any]:
+    """The indexed form of a stored event (a row as ``auditlog.reads`` returns it)."""
+    text = " ".join(
+        _strings(
+            [row["action_type"], row["resource_type"], row["resource_id"], row["user_agent"],
+             row["session_id"], row["before_state"], row["after_state"], row["metadata"]]
+        )
+    )[:TEXT_FIELDS_MAX]  # fmt: skip
+    return {
+        "id": str(row["id"]),
+        "tenant_id": str(row["tenant_id"]),
+        "seq": row["seq"],
+        "created_at": format_time(row["created_at"]),
+        "occurred_at": format_time(row["occurred_at"]) if row["occurred_at"] else None,
+        "user_id": str(row["user_id"]) if row["user_id"] else None,
+        "session_id": row["session_id"],
+        "ip_address": row["ip_address"],
+        "user_agent": row["user_agent"],
+        "action_type": row["action_type"],
+        "resource_type": row["resource_type"],
+        "resource_id": row["resource_id"],
+        "severity": row["severity"],
+        "severity_rank": SEVERITY_ORDER.index(row["severity"]),
+        "before_state": row["before_state"],
+        "after_state": row["after_state"],
+        "metadata": row["metadata"],
+        "search_text": text,
+    }
+
+
+def index_events(client: OpenSearch, rows: Iterable[dict[str, Any]]) -> int:
+    """Bulk-index events (idempotent by id, routed by tenant); returns how many. Raises
+    ``SearchUnavailable`` unless every document was indexed, so a caller advances its
+    watermark only past work that is done."""
+    actions = (
+        {
+            "_op_type": "index",
+            "_index": index_for(row["created_at"]),
+            "_id": str(row["id"]),
+            "_routing": str(row["tenant_id"]),
+            "_source": to_document(row),
+        }
+        for row in rows
+    )
+    try:
+        done, errors = helpers.bulk(
+            client,
+            actions,
+            chunk_size=1000,
+            max_retries=3,
+            initial_backoff=0.5,
+            raise_on_error=False,
+        )
+    except (OSConnectionError, TransportError, helpers.BulkIndexError) as exc:
+        raise SearchUnavailable(str(exc)[:500]) from exc
+    if errors:
+        raise SearchUnavailable(
+            f"{len(errors)} document(s) were not indexed: {str(errors[0])[:300]}"
+        )
+    return int(done)
+
+
+def refresh(client: OpenSearch) -> None:
+    client.indices.refresh(index=f"{INDEX_PREFIX}*")
+
+
+def filters_to_query(tenant_id: uuid.UUID, filters: EventFilters) -> list[dict[str, Any]]:
+    """The listing's filters as OpenSearch filter clauses, the tenant first."""
+    clauses: list[dict[str, Any]] = [{"term": {"tenant_id": str(tenant_id)}}]
+    for field, value in (
+        ("user_id", str(filters.user_id) if filters.user_id else None),
+        ("session_id", filters.session_id),
+        ("resource_type", filters.resource_type),
+        ("resource_id", filters.resource_id),
+    ):
+        if value is not None:
+            clauses.append({"term": {field: value}})
+    if filters.action_types:
+        clauses.append({"terms": {"action_type": filters.action_types}})
+    if filters.severities:
+        clauses.append({"terms": {"severity": filters.severities}})
+    if filters.ip_network:
+        clauses.append({"term": {"ip_address": filters.ip_network}})
+    for field, low, high in (
+        ("created_at", filters.created_from, filters.created_to),
+        ("occurred_at", filters.occurred_from, filters.occurred_to),
+    ):
+        bounds = {}
+        if low is not None:
+            bounds["gte"] = format_time(low)
+        if high is not None:
+            bounds["lt"] = format_time(high)
+        if bounds:
+            clauses.append({"range": {field: bounds}})
+    return clauses
+
+
+def search_ids(
+    client: OpenSearch,
+    tenant_id: uuid.UUID,
+    filters: list[dict[str, Any]],
+    text: str | None,
+    *,
+    size: int,
+    newest_first: bool = True,
+    search_after: Sequence[Any] | None = None,
+) -> list[tuple[str, list[Any]]]:
+    """Matching event ids with their sort values, in listing order."""
+    order = "desc" if newest_first else "asc"
+    query: dict[str, Any] = {"bool": {"filter": filters}}
+    if text:
+        query["bool"]["must"] = [
+            {
+                "simple_query_string": {
+                    "query": text,
+                    "fields": ["search_text", "resource_id.text", "user_agent"],
+                    "default_operator": "and",
+                    "flags": "AND|OR|NOT|PHRASE|PREFIX|WHITESPACE|ESCAPE|PRECEDENCE",
+                }
+            }
+        ]
+    body: dict[str, Any] = {
+        "query": query,
+        "size": size,
+        "sort": [{"created_at": order}, {"id": order}],
+        "_source": False,
+        "track_total_hits": False,
+    }
+    if search_after is not None:
+        body["search_after"] = list(search_after)
+    try:
+        answer = client.search(
+            index=f"{INDEX_PREFIX}*", body=body, routing=str(tenant_id), ignore_unavailable=True
+        )
+    except (OSConnectionError, TransportError) as exc:
+        raise SearchUnavailable(str(exc)[:500]) from exc
+    return [(hit["_id"], hit["sort"]) for hit in answer["hits"]["hits"]]
