@@ -22,27 +22,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from auditlog.events import RECORD_FIELDS
+
 GENESIS_HASH = bytes(32)
 
-# The order matches audit_canonical_fields() in the database, with seq appended.
-CANONICAL_FIELDS = (
-    "id",
-    "tenant_id",
-    "created_at",
-    "occurred_at",
-    "user_id",
-    "session_id",
-    "ip_address",
-    "user_agent",
-    "action_type",
-    "resource_type",
-    "resource_id",
-    "severity",
-    "before_state",
-    "after_state",
-    "metadata",
-    "seq",
-)
+# The order matches audit_canonical_fields() in the database (the stored record's fields),
+# with seq appended.
+CANONICAL_FIELDS = (*RECORD_FIELDS, "seq")
 
 
 def field_digest(text: str | None) -> str | None:
