@@ -91,13 +91,17 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, log: Path, pid: int | None = None
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path,
+    alive: Callable[[], bool] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        if pid is not None and not pid_alive(pid):
+        if alive is not None and not alive():
             raise StackError(
                 f"{what} exited during start-up. Last lines of {log}:\n{log_tail(log)}"
             )
@@ -143,6 +147,7 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 @dataclass
 class Daemon:
     name: str
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def pidfile(self) -> Path:
@@ -161,7 +166,7 @@ class Daemon:
 
     def spawn(
         self, cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
-    ) -> int:
+    ) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         RUN.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
@@ -175,12 +180,17 @@ class Daemon:
                 start_new_session=True,  # not killed by the terminal's Ctrl-C; `down` stops it
             )
         self.pidfile.write_text(str(process.pid))
-        return process.pid
+        self.process = process
+
+    def alive(self) -> bool:
+        """Whether the process this object started still runs (poll() also reaps it)."""
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 30) -> bool:
         pid = self.pid()
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
+            self.alive()  # reaps a child of ours that already exited
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
@@ -189,6 +199,8 @@ class Daemon:
             time.sleep(0.2)
         if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=5)
         self.pidfile.unlink(missing_ok=True)
         return True
 
@@ -443,9 +455,13 @@ class JavaServer:
             self.build()
             self.daemon.stop()
             say(f"starting {self.name} on {HOST}:{self.port}")
-            pid = self.daemon.spawn(self.command(), cwd=self.module)
+            self.daemon.spawn(self.command(), cwd=self.module)
             wait_until(
-                lambda: http_ok(self.ready_url), self.start_timeout, self.name, self.daemon.log, pid
+                lambda: http_ok(self.ready_url),
+                self.start_timeout,
+                self.name,
+                self.daemon.log,
+                self.daemon.alive,
             )
         self.after_start()
 
@@ -537,9 +553,13 @@ class MotoS3:
             if not moto.exists():
                 raise StackError(f"{moto} is missing: run `make install` first")
             say(f"starting moto s3 on {HOST}:{S3_PORT}")
-            pid = self.daemon.spawn([str(moto), "-H", HOST, "-p", str(S3_PORT)])
+            self.daemon.spawn([str(moto), "-H", HOST, "-p", str(S3_PORT)])
             wait_until(
-                lambda: http_ok(self.url + "/moto-api/"), 60, "moto s3", self.daemon.log, pid
+                lambda: http_ok(self.url + "/moto-api/"),
+                60,
+                "moto s3",
+                self.daemon.log,
+                self.daemon.alive,
             )
         import boto3
 
