@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +36,6 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        if (request_id := request_id_var.get()) is not None:
-            entry["request_id"] = request_id
-        if (tenant_id := tenant_id_var.get()) is not None:
-            entry["tenant_id"] = tenant_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -45,13 +44,44 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _ContextFilter(logging.Filter):
+    """Copies the request's context onto the record in the logging thread itself (the
+    record is formatted later, on the writer thread, where the context is not set)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (request_id := request_id_var.get()) is not None:
+            record.request_id = request_id
+        if (tenant_id := tenant_id_var.get()) is not None:
+            record.tenant_id = tenant_id
+        return True
+
+
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Hands the record to the writer thread as it is: formatting and I/O happen there,
+    so a request thread never waits on the stream (or on other threads' writes)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Route the root logger to stderr as JSON (idempotent)."""
+    """Route the root logger to stderr as JSON, written by one background thread
+    (idempotent)."""
+    global _listener
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
+    if _listener is None:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(JsonFormatter())
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        handler = _DeferredQueueHandler(records)
+        handler.addFilter(_ContextFilter())
         root.addHandler(handler)
+        _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
+        _listener.start()
+        atexit.register(_listener.stop)
     root.setLevel(level.upper())
     # boto's INFO lines ("Found credentials ...") are noise on every start.
     for noisy in ("botocore", "boto3", "urllib3"):

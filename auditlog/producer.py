@@ -59,6 +59,10 @@ class BatchingProducer:
         self._cond = threading.Condition()
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="sqs-sender")
+        # A flush is taken only when a sender is free: under load, records pile up while
+        # every sender is busy and the next flush carries all of them (batches grow with
+        # load instead of queueing as many small sends).
+        self._free_senders = threading.Semaphore(senders)
         self._collector = threading.Thread(target=self._collect, name="sqs-collector", daemon=True)
         self._collector.start()
 
@@ -92,10 +96,10 @@ class BatchingProducer:
                     return
             # Let concurrent requests join this flush for a moment.
             time.sleep(self._linger_s)
+            self._free_senders.acquire()
             with self._cond:
                 taken, self._pending = self._pending, []
-            for chunk in self._chunks(self._pack(taken)):
-                self._pool.submit(self._send_chunk, chunk)
+            self._pool.submit(self._send_flush, self._chunks(self._pack(taken)))
 
     def _pack(self, taken: Sequence[tuple[str, Future[None]]]) -> list[_Envelope]:
         envelopes = [_Envelope()]
@@ -126,6 +130,13 @@ class BatchingProducer:
         if current:
             chunks.append(current)
         return chunks
+
+    def _send_flush(self, chunks: list[list[_Envelope]]) -> None:
+        try:
+            for chunk in chunks:
+                self._send_chunk(chunk)
+        finally:
+            self._free_senders.release()
 
     def _send_chunk(self, chunk: list[_Envelope]) -> None:
         try:
