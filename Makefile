@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STACK  := $(BIN)/python infra/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-fast lint format up down status env migrate token tenant clean
+.PHONY: help install run test test-unit test-fast lint format up down status env migrate token tenant clean bench
 
 help:
 	@echo "make run     start the whole platform (API :8000, Dagster UI :3000, local servers)"
@@ -38,6 +38,14 @@ test: install
 	$(MAKE) lint
 	eval "$$($(STACK) env)"; status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	$(BIN)/python infra/stack.py down --started-file .dev/run/test-started; exit $$status
+
+# Ingest throughput and latency (bench/ingest.py, about 4 minutes): starts the servers it
+# needs like `test` (and stops again only those it started); writes bench/results/ingest.md.
+# Options: make bench BENCH_ARGS='--quick' (see .venv/bin/python -m bench.ingest --help).
+bench: install
+	$(BIN)/python infra/stack.py up --started-file .dev/run/bench-started
+	status=0; $(BIN)/python -m bench.ingest $(BENCH_ARGS) || status=$$?; \
+	$(BIN)/python infra/stack.py down --started-file .dev/run/bench-started; exit $$status
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
