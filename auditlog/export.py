@@ -182,3 +182,23 @@ def write_parquet(rows: Iterable[dict[str, Any]], row_group_size: int = 50_000) 
 
 
 WRITERS = {"csv": write_csv, "ndjson": write_ndjson, "parquet": write_parquet}
+
+
+def _csv_cell(column: str) -> str:
+    """The SQL for one CSV cell, rendered by PostgreSQL exactly as ``write_csv`` renders it
+    (times in UTC with a Z, hashes in hex, JSON as JSON text, formula prefixes neutralised)."""
+    if column in ("created_at", "occurred_at"):
+        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    if column in ("prev_hash", "hash"):
+        return f"encode({column}, 'hex')"
+    if column == "ip_address":
+        return "host(ip_address)"
+    if column in ("session_id", "user_agent", "resource_type", "resource_id"):
+        return (
+            f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+            f"THEN '''' || {column} ELSE {column} END"
+        )
+    return column
+
+
+CSV_SELECT_LIST = ", ".join(f"{_csv_cell(c)} AS {c}" for c in COLUMNS)

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from auditlog.export import CSV_SELECT_LIST
 from auditlog.filters import EventFilters
 from auditlog.ids import id_time, is_uuid7
 from auditlog.store.queries import QUERIES
@@ -82,3 +83,18 @@ def events_by_ids(
     }
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(QUERIES["events_by_ids"], params).fetchall()
+
+
+def copy_csv(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, filters: EventFilters
+) -> Iterator[bytes]:
+    """Every matching event as CSV (header first, oldest first), written by PostgreSQL's
+    COPY: several times faster than formatting rows in Python, and still streamed."""
+    where, params = filters.where(tenant_id)
+    query = sql.SQL(
+        "COPY (SELECT {columns} FROM audit_logs WHERE {where} ORDER BY created_at, id) "
+        "TO STDOUT WITH (FORMAT csv, HEADER true)"
+    ).format(columns=sql.SQL(CSV_SELECT_LIST), where=where)
+    with conn.cursor() as cur, cur.copy(query, params) as copy:
+        for chunk in copy:
+            yield bytes(chunk)

@@ -19,7 +19,7 @@ from auditlog.cursor import BadCursor, decode_cursor, encode_cursor
 from auditlog.events import FieldError
 from auditlog.export import CONTENT_TYPES, WRITERS
 from auditlog.filters import EventFilters, parse_filters
-from auditlog.reads import events_by_ids, iter_events, list_events
+from auditlog.reads import copy_csv, events_by_ids, iter_events, list_events
 from auditlog.search import SearchUnavailable, filters_to_query, search_ids
 from auditlog.search_query import ParsedQuery, QuerySyntaxError, parse_query
 from auditlog.stats import tenant_stats
@@ -169,7 +169,10 @@ def export_logs() -> Response:
         # One pooled connection for the whole stream; a server-side cursor inside a
         # transaction keeps memory flat however many rows are exported.
         with svc.pool.connection() as conn, conn.transaction():
-            yield from WRITERS[fmt](iter_events(conn, tenant, filters))
+            if fmt == "csv":
+                yield from copy_csv(conn, tenant, filters)
+            else:
+                yield from WRITERS[fmt](iter_events(conn, tenant, filters))
 
     # The first chunk (the query started, the header written) is produced here, so that a
     # failure to start is an ordinary problem response rather than a broken stream.
