@@ -21,6 +21,8 @@ from auditlog.store.queries import QUERIES
 from pipelines.jobs import drain_job, index_search_job
 from pipelines.resources import AuditPlatform
 
+RUNNING = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+QUEUED = [DagsterRunStatus.QUEUED]
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -33,12 +35,16 @@ IN_FLIGHT = [
 def drain_sensor(
     context: SensorEvaluationContext, platform: AuditPlatform
 ) -> SensorResult | SkipReason:
+    """Keep one drain run queued behind the running ones while there is a backlog.
+
+    The run coordinator starts a queued run within a second of a running one ending (its
+    tag limit on ``auditlog/drain`` is what caps how many run at once), so hand-over does
+    not wait for this sensor's next tick."""
     settings = platform.settings()
-    in_flight = context.instance.get_runs_count(
-        RunsFilter(job_name=drain_job.name, statuses=IN_FLIGHT)
-    )
-    if in_flight >= settings.drain_max_concurrent_runs:
-        return SkipReason(f"{in_flight} drain run(s) in flight")
+    running = context.instance.get_runs_count(RunsFilter(job_name=drain_job.name, statuses=RUNNING))
+    queued = context.instance.get_runs_count(RunsFilter(job_name=drain_job.name, statuses=QUEUED))
+    if queued or running > settings.drain_max_concurrent_runs:
+        return SkipReason(f"{running} drain run(s) running, {queued} queued")
     backlog = platform.queue().backlog()
     if backlog.visible == 0:
         return SkipReason("queue is empty")
