@@ -378,7 +378,8 @@ def drop_database(base_url: str, name: str) -> None:
 def stored_meta(url: str) -> dict[str, Any] | None:
     """The plan and load facts of a completely loaded bench database, else None."""
     with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (META_TABLE,)).fetchone()[0] is None:  # type: ignore[index]
+        found = conn.execute("SELECT to_regclass(%s)", (META_TABLE,)).fetchone()
+        if found is None or found[0] is None:
             return None
         row = conn.execute(
             sql.SQL("SELECT meta FROM {} WHERE complete").format(sql.Identifier(META_TABLE))
@@ -388,7 +389,8 @@ def stored_meta(url: str) -> dict[str, Any] | None:
 
 def count_rows(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        return int(conn.execute("SELECT count(*) FROM audit_logs").fetchone()[0])  # type: ignore[index]
+        row = conn.execute("SELECT count(*) FROM audit_logs").fetchone()
+    return int(row[0]) if row else 0
 
 
 # Loader processes (multiprocessing, spawn): each keeps one connection and the tenant pools.
@@ -1392,11 +1394,14 @@ def in_process_stats(url: str, tenant: Tenant, scenario: Scenario, times: int) -
 
 
 def in_process_export(url: str, tenant: Tenant, since: datetime) -> dict[str, Any]:
-    """Where a CSV export's time goes: fetching and decoding rows (iter_events), flattening
-    them (flat_row), writing CSV (write_csv), beside PostgreSQL's own COPY ... TO STDOUT CSV."""
+    """Where an export's time goes: fetching and decoding rows (iter_events, the source of
+    the NDJSON and Parquet writers), flattening them (flat_row), writing CSV in Python
+    (write_csv); and COPY: the API's own COPY-based CSV (auditlog.reads.copy_csv) when the
+    code has it, else a plain COPY (SELECT ...) TO STDOUT CSV of the same rows. When both
+    CSV writers exist, which cells differ between them (a sample of the newest hour)."""
+    import auditlog.reads as reads
     from auditlog.export import flat_row, write_csv
     from auditlog.filters import EventFilters
-    from auditlog.reads import EVENT_COLUMNS, iter_events
 
     tenant_id = uuid.UUID(tenant.id)
     filters = EventFilters(created_from=since)
@@ -1414,33 +1419,39 @@ def in_process_export(url: str, tenant: Tenant, since: datetime) -> dict[str, An
             "rows_per_s": round(rows / seconds),
         }
 
+    def lines(chunks: Iterator[bytes]) -> int:
+        return sum(chunk.count(b"\n") for chunk in chunks) - 1  # less the header
+
+    iter_events = reads.iter_events
     timed("iter_events", lambda c: sum(1 for _ in iter_events(c, tenant_id, filters)))
     timed(
         "iter_events+flat_row",
         lambda c: sum(1 for r in iter_events(c, tenant_id, filters) if flat_row(r)),
     )
-    timed(
-        "write_csv(iter_events)",
-        lambda c: (
-            sum(chunk.count(b"\n") for chunk in write_csv(iter_events(c, tenant_id, filters))) - 1
-        ),
-    )
+    timed("write_csv(iter_events)", lambda c: lines(write_csv(iter_events(c, tenant_id, filters))))
+    copy_csv = getattr(reads, "copy_csv", None)
+    if copy_csv is not None:
+        timed("copy_csv (COPY)", lambda c: lines(copy_csv(c, tenant_id, filters)))
+        out["cell_differences"] = csv_cell_differences(url, tenant_id, copy_csv, write_csv)
+    else:
 
-    def copy_csv(conn: psycopg.Connection[Any]) -> int:
-        where, params = filters.where(tenant_id)
-        query = sql.SQL(
-            "COPY (SELECT {} FROM audit_logs WHERE {} ORDER BY created_at, id)"
-            " TO STDOUT (FORMAT csv, HEADER)"
-        ).format(sql.SQL(EVENT_COLUMNS), where)
-        lines = 0
-        with conn.cursor() as cur, cur.copy(query, params) as copy:
-            for data in copy:
-                lines += bytes(data).count(b"\n")
-        return lines - 1
+        def plain_copy(conn: psycopg.Connection[Any]) -> int:
+            where, params = filters.where(tenant_id)
+            query = sql.SQL(
+                "COPY (SELECT {} FROM audit_logs WHERE {} ORDER BY created_at, id)"
+                " TO STDOUT (FORMAT csv, HEADER)"
+            ).format(sql.SQL(reads.EVENT_COLUMNS), where)
+            with conn.cursor() as cur, cur.copy(query, params) as copy:
+                return lines(bytes(data) for data in copy)
 
-    timed("postgres COPY TO STDOUT csv", copy_csv)
-    # The cursor's own plans: this export's, and a whole-tenant export's (no from).
-    for key, export_filters in (("explain", filters), ("explain_tenant", EventFilters())):
+        timed("postgres COPY TO STDOUT csv", plain_copy)
+    # The cursor's own plans: this export's, and a whole-tenant export's (no from); and, for
+    # the COPY-based CSV, the whole-tenant statement planned as COPY plans it: as a plain
+    # query (COPY has no cursor, so no fast-start plan).
+    plans = [("explain", filters, True), ("explain_tenant", EventFilters(), True)]
+    if copy_csv is not None:
+        plans.append(("explain_tenant_copy", EventFilters(), False))
+    for key, export_filters, as_cursor in plans:
         _RECORD.clear()
         with recording_connection(url) as conn:
             rows = iter_events(conn, tenant_id, export_filters)
@@ -1448,9 +1459,49 @@ def in_process_export(url: str, tenant: Tenant, since: datetime) -> dict[str, An
             rows.close()
             record = _RECORD[-1]
             conn.rollback()
-            out[key] = explain(conn, record["query"], record["params"], "iter_events", True)
+            out[key] = explain(conn, record["query"], record["params"], "iter_events", as_cursor)
     _RECORD.clear()
     return out
+
+
+def csv_cell_differences(
+    url: str, tenant_id: uuid.UUID, copy_csv: Any, write_csv: Any
+) -> dict[str, Any]:
+    """The COPY-based CSV against write_csv over the tenant's newest hour: the columns whose
+    cells differ (with one example each), and whether the line endings agree."""
+    import csv
+    import io
+
+    from auditlog.filters import EventFilters
+    from auditlog.reads import iter_events
+
+    with psycopg.connect(url, options=SESSION_OPTIONS) as conn:
+        newest = conn.execute(
+            "SELECT max(created_at) FROM audit_logs WHERE tenant_id = %s", (tenant_id,)
+        ).fetchone()[0]  # type: ignore[index]
+        filters = EventFilters(created_from=newest - timedelta(hours=1))
+        python_bytes = b"".join(write_csv(iter_events(conn, tenant_id, filters)))
+        conn.rollback()
+        copy_bytes = b"".join(copy_csv(conn, tenant_id, filters))
+        conn.rollback()
+    python_rows = list(csv.reader(io.StringIO(python_bytes.decode())))
+    copy_rows = list(csv.reader(io.StringIO(copy_bytes.decode())))
+    header = python_rows[0]
+    columns: dict[str, dict[str, str]] = {}
+    for a, b in zip(python_rows, copy_rows, strict=False):
+        for name, x, y in zip(header, a, b, strict=False):
+            if x != y and name not in columns:
+                columns[name] = {"write_csv": x[:200], "copy_csv": y[:200]}
+    return {
+        "rows_compared": min(len(python_rows), len(copy_rows)) - 1,
+        "same_row_count": len(python_rows) == len(copy_rows),
+        "identical_bytes": python_bytes == copy_bytes,
+        "line_ending": {
+            "write_csv": "CRLF" if b"\r\n" in python_bytes else "LF",
+            "copy_csv": "CRLF" if b"\r\n" in copy_bytes else "LF",
+        },
+        "differing_columns": columns,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -1619,6 +1670,50 @@ def _mark(value: float, target: float, higher_is_better: bool = False) -> str:
     return "meets" if ok else "misses"
 
 
+def baseline_lines(data: dict[str, Any]) -> list[str]:
+    base = data.get("baseline")
+    if not base:
+        return []
+    code = base["code"]
+    lines = [
+        "",
+        f"**Against the baseline run** of {base['measured_at']} (commit"
+        f" `{base['git_commit'][:12]}`: sessions `{code.get('session_options')}`, CSV by"
+        f" {code.get('csv_export')}), same data set and scenarios:",
+        "",
+        "| scenario | baseline p50 / p99 ms | now p50 / p99 ms | baseline c=1 p50 / p99 |"
+        " now c=1 p50 / p99 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for s in data["scenarios"]:
+        old = base["scenarios"].get(s["key"])
+        if not old:
+            continue
+        med = s["median"]
+        now_serial = (s.get("serial_c1") or {}).get("latency_ms") or {}
+        lines.append(
+            f"| {s['label']} | {_n(old['p50_ms'], 1)} / {_n(old['p99_ms'], 1)}"
+            f"{' †' if old['slow_serial'] else ''}"
+            f" | {_n(med['p50_ms'], 1)} / {_n(med['p99_ms'], 1)}"
+            f"{' †' if s.get('slow_serial') else ''}"
+            f" | {_n(old['serial_p50_ms'], 1)} / {_n(old['serial_p99_ms'], 1)}"
+            f" | {_n(now_serial.get('p50'), 1)} / {_n(now_serial.get('p99'), 1)} |"
+        )
+    ex, bex = data["exports"], base["exports"]
+    now_csv = statistics.median(r["rows_per_s"] for r in ex["csv_7d"])
+    tenant = ex.get("csv_tenant", {})
+    lines += [
+        "",
+        f"Exports, rows/s baseline → now: CSV 7 days {_n(bex['csv_7d'])} → {_n(now_csv)};"
+        f" NDJSON {_n(bex['ndjson_7d'])} → {_n(ex.get('ndjson_7d', {}).get('rows_per_s'))};"
+        f" Parquet {_n(bex['parquet_7d'])} → {_n(ex.get('parquet_7d', {}).get('rows_per_s'))};"
+        f" CSV whole tenant {_n(bex['csv_tenant'])} → {_n(tenant.get('rows_per_s'))}"
+        f" (first byte {bex['csv_tenant_first_byte_s']} s → {tenant.get('first_byte_s')} s,"
+        f" RSS growth {bex['csv_tenant_rss_growth_mib']} → {tenant.get('rss_growth_mib')} MiB).",
+    ]
+    return lines
+
+
 def _jit_text(entry: dict[str, Any]) -> str:
     jit = entry.get("jit_ms")
     return f"JIT {jit:,.0f} ms (paid before the first row)" if jit else "no JIT"
@@ -1637,6 +1732,9 @@ def markdown(data: dict[str, Any]) -> str:
         f" Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}"
         " (the machine is shared with the local stack and other jobs; every number below"
         " was measured with them running).",
+        "",
+        f"Code measured: database sessions `{data.get('code', {}).get('session_options', '?')}`;"
+        f" CSV export by {data.get('code', {}).get('csv_export', '?')}.",
         "",
         "## Data set",
         "",
@@ -1722,6 +1820,7 @@ def markdown(data: dict[str, Any]) -> str:
         " would leave its requests running in the API after wrk stops and slow the next"
         " scenario.",
     ]
+    lines += baseline_lines(data)
     deep = data.get("deep_cursor_walk")
     if deep:
         lines.append(
@@ -1791,7 +1890,7 @@ def markdown(data: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for stage, r in ipe.items():
-        if not stage.startswith("explain"):
+        if isinstance(r, dict) and "rows_per_s" in r:
             lines.append(f"| `{stage}` | {r['rows']:,} | {r['seconds']} | {r['rows_per_s']:,} |")
     lines += [
         "",
@@ -1936,12 +2035,7 @@ def observations(data: dict[str, Any]) -> list[str]:
     day = ip.get("list_one_day", {})
     if first and day:
         fx, dx = first["explain"], day["explain"]
-        serial = scen["list_first"]["serial_c1"]
-        overhead = (
-            serial["latency_ms"]["p50"] - first["list_events_ms"] - first["json_ms"]
-            if serial
-            else None
-        )
+        api_cpu = scen["list_first"]["median"].get("api_cpu_ms")
         out.append(
             f"* **Planning dominates a listing query.** The first page executes in"
             f" {fx['execution_ms']} ms but takes {fx['planning_ms']} ms to plan: the statement"
@@ -1951,13 +2045,13 @@ def observations(data: dict[str, Any]) -> list[str]:
             " time). With from/to one day, pruning leaves 1-2 partitions: planning"
             f" {dx['planning_ms']} ms, execution {dx['execution_ms']} ms. Planning work grows"
             " with the partitions kept: at 365 days of retention it is about 4x today's."
-            f" In-process, list_events takes {first['list_events_ms']} ms (statement plus"
-            f" decoding 101 rows) and event_json + JSON text {first['json_ms']} ms"
             + (
-                f"; the HTTP c=1 median is {serial['latency_ms']['p50']} ms, so Flask, JWT,"
-                f" the pool's per-checkout check and gunicorn add about {overhead:.1f} ms."
-                if overhead is not None
-                else "."
+                f" On the API's side a first page costs {api_cpu:.1f} ms of CPU (from /proc,"
+                " under load), of which event_json + the JSON text of 100 rows are"
+                f" {first['json_ms']} ms in-process; the rest is decoding the rows (psycopg,"
+                " three jsonb columns each), Flask, JWT verification, logging and gunicorn."
+                if api_cpu
+                else ""
             )
         )
     for key in lists:
@@ -1986,12 +2080,12 @@ def observations(data: dict[str, Any]) -> list[str]:
             if seq
             else "the scan walks every row of the tenant through the time index"
         )
+        jit = " with JIT (see above for jit off)" if nx.get("jit_ms") else ""
         out.append(
             "* **An ip filter that matches little reads far too much.** There is no index on"
             f" ip_address. For a /24 without events {how}: {_buffers_gib(nx['plan']):.1f} GiB"
-            f" of buffers, {nx['execution_ms']:,.0f} ms (with JIT; see above for jit off)."
-            " The office /24 (~4 % of events) finds its 100 rows after ~2,500 and is cheap"
-            " once JIT stays out of it."
+            f" of buffers, {nx['execution_ms']:,.0f} ms{jit}. The office /24 (~4 % of"
+            " events) finds its 100 rows after ~2,500 rows of the time index."
         )
     for key in stats_keys:
         entry = ip.get(key)
@@ -2024,19 +2118,62 @@ def observations(data: dict[str, Any]) -> list[str]:
             + "."
         )
     stages = data["in_process"]["export_csv_7d"]
-    if "iter_events" in stages:
+    python_path = (
+        "iter_events alone (psycopg builds a dict per row and parses three jsonb columns)"
+        f" {stages['iter_events']['rows_per_s']:,} rows/s; with flat_row (json.dumps of those"
+        " columns with sorted keys, hex of the hashes, str of the UUIDs)"
+        f" {stages['iter_events+flat_row']['rows_per_s']:,} rows/s; write_csv"
+        f" {stages['write_csv(iter_events)']['rows_per_s']:,} rows/s"
+    )
+    copy_stage = stages.get("copy_csv (COPY)")
+    if copy_stage:
+        ndjson = ex.get("ndjson_7d", {}).get("rows_per_s")
+        out.append(
+            "* **CSV comes from PostgreSQL's COPY now; NDJSON and Parquet still from Python.**"
+            f" In-process on the same rows, copy_csv runs at {copy_stage['rows_per_s']:,}"
+            f" rows/s, over HTTP {csv_rate:,.0f} rows/s (median of the 7-day runs). The"
+            f" Python path that NDJSON ({ndjson:,} rows/s over HTTP) and Parquet still take:"
+            f" {python_path}."
+        )
+        diff = stages.get("cell_differences")
+        if diff and not diff["identical_bytes"]:
+            cols = diff["differing_columns"]
+            example = next(iter(cols.items()), None)
+            out.append(
+                "* **The COPY CSV is not byte-identical to write_csv's** (newest hour of the"
+                f" tenant, {diff['rows_compared']:,} rows): cells differ in"
+                f" {', '.join(cols) or 'no column'}"
+                + (
+                    f" (e.g. {example[0]}: write_csv `{example[1]['write_csv'][:70]}` vs"
+                    f" COPY `{example[1]['copy_csv'][:70]}`: PostgreSQL's jsonb text has"
+                    " spaces and orders keys by length, json.dumps(sort_keys) does neither)"
+                    if example
+                    else ""
+                )
+                + f"; line endings {diff['line_ending']['write_csv']} vs"
+                f" {diff['line_ending']['copy_csv']}."
+            )
+    elif "postgres COPY TO STDOUT csv" in stages:
         out.append(
             "* **The export is bound by Python, not PostgreSQL.** In-process on the same rows:"
-            " iter_events alone (psycopg builds a dict per row and parses three jsonb"
-            f" columns) {stages['iter_events']['rows_per_s']:,} rows/s; with flat_row"
-            " (json.dumps of those columns with sorted keys, hex of the hashes, str of the"
-            f" UUIDs) {stages['iter_events+flat_row']['rows_per_s']:,} rows/s; the whole"
-            f" write_csv {stages['write_csv(iter_events)']['rows_per_s']:,} rows/s."
-            " PostgreSQL's own COPY (SELECT ...) TO STDOUT (FORMAT csv) of the same rows:"
-            f" {stages['postgres COPY TO STDOUT csv']['rows_per_s']:,} rows/s."
+            f" {python_path}. PostgreSQL's own COPY (SELECT ...) TO STDOUT (FORMAT csv) of"
+            f" the same rows: {stages['postgres COPY TO STDOUT csv']['rows_per_s']:,} rows/s."
         )
     tenant_plan = stages.get("explain_tenant", {})
-    if full and tenant_plan.get("jit_ms"):
+    copy_plan = stages.get("explain_tenant_copy")
+    if full and copy_stage and copy_plan:
+        sort = next((ln.strip() for ln in copy_plan["plan"] if "Sort Method" in ln), "")
+        top = copy_plan["plan"][0].split("  (")[0].strip() if copy_plan["plan"] else "?"
+        out.append(
+            f"* **A whole-tenant CSV export waits {full['first_byte_s']} s for its first"
+            f" byte** (the 7-day one {ex['csv_7d'][0]['first_byte_s']} s): COPY plans its query"
+            " for all rows, not for a fast start as a cursor would, and for a whole tenant"
+            f" that is a full sort before the first row (top node `{top}`"
+            + (f", `{sort}`" if sort else "")
+            + f"; {copy_plan['execution_ms']:,.0f} ms in EXPLAIN ANALYZE). At 5 M rows the"
+            " wait and the temporary files grow in proportion."
+        )
+    elif full and tenant_plan.get("jit_ms"):
         out.append(
             f"* **A whole-tenant export waits {full['first_byte_s']} s for its first byte**:"
             " its cursor's plan is costed above jit_above_cost and JIT-compiled first"
@@ -2047,61 +2184,90 @@ def observations(data: dict[str, Any]) -> list[str]:
     if parquet and (parquet["rss_growth_mib"] or 0) > 50:
         out.append(
             f"* **Parquet export memory**: the worker grew {parquet['rss_growth_mib']} MiB for"
-            f" a {parquet['rows']:,}-row export (CSV: a few MiB). write_parquet collects"
+            f" a {parquet['rows']:,}-row export (CSV: a few MiB at most). write_parquet collects"
             " 50,000 rows as Python dicts before it builds each row group, which also delays"
             f" the first byte ({parquet['first_byte_s']} s). One row group is held at a time,"
             " so the growth should not scale with the export (not measured beyond this size)."
         )
     out += ["", "## Suggestions (no application code was changed)", ""]
-    out += SUGGESTIONS
+    out += suggestions(data)
     return out
 
 
-SUGGESTIONS = [
-    "1. **Turn JIT off for the platform's sessions**: add `-c jit=off` to `SESSION_OPTIONS`"
-    " in auditlog/store/pool.py (or `ALTER DATABASE ... SET jit = off`). Its compile time"
-    " is paid per partition and per parallel worker; it turns a filtered first page into a"
-    " 0.5-2 s request whenever the planner's estimate crosses 100,000, and delays a large"
-    " export's first byte by seconds. None of these statements gains from it.",
-    "2. **Let the planner prune partitions in list_events**: (a) next to the keyset row"
-    " comparison add the plain bound `created_at <= %(after_created)s` (`>=` for"
-    " order=asc), which prunes every newer partition at plan time; (b) search a window"
-    " first (the newest day, or the day of the cursor), then widen it (7 days, 31 days,"
-    " everything) only when fewer than limit+1 rows came back. A typical first page then"
-    " plans 1-2 partitions (the one-day scenario plans in a fraction of a millisecond)."
-    " (c) Or keep fewer partitions: retention deletes a verified seq prefix row by row"
-    " rather than dropping partitions, so weekly (or monthly) partitions lose nothing and"
-    " cut the planner's work 7x (30x). Prepared statements with generic plans are no cure"
-    " on PostgreSQL 15: they still lock and set up every partition at each execution.",
-    "3. **Index the ip filter** for rare networks: `CREATE INDEX ON audit_logs (tenant_id,"
-    " ip_address)`; a btree serves `ip_address <<= network` as a range (checked with EXPLAIN"
-    " on the small bench database: `Index Cond: ip_address >= '198.51.100.0/24' AND"
-    " ip_address <= '198.51.100.255'`), and the planner keeps walking the time index for"
-    " common networks. Or require from/to with ip, so that the window bounds the scan.",
-    "4. **Stats**: (a) aggregate in SQL, not Python: one statement with `GROUP BY GROUPING"
-    " SETS ((action_type), (severity), (resource_type), (date_trunc(bucket, hour)))` over"
-    " audit_stats_hourly returns ~50 rows instead of tens of thousands, and last_7_days"
-    " becomes one `sum(events)`; (b) keep a daily rollup beside the hourly one for ranges"
-    " over a few days (24x fewer rows); (c) top resources and top users must not scan raw"
-    " rows per request: keep `audit_stats_daily_users (tenant_id, day, user_id, events)` in"
-    " the drain's transaction like audit_stats_hourly (about 1,000 rows per tenant-day,"
-    " 10x fewer than events), and for resources either the same table limited to each day's"
-    " top few hundred (exact for heavy hitters) or a Dagster asset that precomputes the"
-    " default 30-day tops per tenant; (d) cache the answer per (tenant, from, to, bucket)"
-    " for a minute with `now` rounded to the minute; (e) jit off (suggestion 1).",
-    "5. **Export**: move the per-row work out of Python. Fetch JSON columns as text and hashes"
-    " and ids already formatted (`encode(hash, 'hex')`, `id::text`), or stream PostgreSQL's"
-    " `COPY (SELECT ...) TO STDOUT (FORMAT csv)` straight into the response with the formula"
-    " guard done in SQL (a `CASE WHEN left(col, 1) IN (...)` that prefixes a quote)."
-    " Caveat: PostgreSQL prints jsonb with its own key order and separators, not"
-    " json.dumps(sort_keys) compact, so the JSON cells' bytes would change (a contract"
-    " decision). For Parquet, build each row group from column lists (or Arrow record"
-    " batches per fetched batch) and smaller groups (10,000 rows) to cut the per-group"
-    " memory. CSV and NDJSON memory is flat already.",
-    "6. **Per-request overhead**: the pool checks every connection on checkout"
-    " (`check=ConnectionPool.check_connection`, one extra round trip per request); checking"
-    " only connections idle for a while, or relying on a retry on failure, saves it.",
-]
+def suggestions(data: dict[str, Any]) -> list[str]:
+    """Concrete changes, numbered; those the measured code already has are left out."""
+    code = data.get("code", {})
+    jit_off = code.get("jit_off_in_sessions", False)
+    csv_copy = code.get("csv_export", "").startswith("COPY")
+    items = []
+    if not jit_off:
+        items.append(
+            "**Turn JIT off for the platform's sessions**: add `-c jit=off` to"
+            " `SESSION_OPTIONS` in auditlog/store/pool.py (or `ALTER DATABASE ... SET jit ="
+            " off`). Its compile time is paid per partition and per parallel worker; it turns"
+            " a filtered first page into a 0.5-2 s request whenever the planner's estimate"
+            " crosses 100,000, and delays a large export's first byte by seconds."
+        )
+    items += [
+        "**Let the planner prune partitions in list_events**: (a) next to the keyset row"
+        " comparison add the plain bound `created_at <= %(after_created)s` (`>=` for"
+        " order=asc), which prunes every newer partition at plan time; (b) search a window"
+        " first (the newest day, or the day of the cursor), then widen it (7 days, 31 days,"
+        " everything) only when fewer than limit+1 rows came back. A typical first page then"
+        " plans 1-2 partitions (the one-day scenario plans in a fraction of a millisecond)."
+        " (c) Or keep fewer partitions: retention deletes a verified seq prefix row by row"
+        " rather than dropping partitions, so weekly (or monthly) partitions lose nothing and"
+        " cut the planner's work 7x (30x). Prepared statements with generic plans are no cure"
+        " on PostgreSQL 15: they still lock and set up every partition at each execution.",
+        "**Index the ip filter** for rare networks: `CREATE INDEX ON audit_logs (tenant_id,"
+        " ip_address)`; a btree serves `ip_address <<= network` as a range (checked with"
+        " EXPLAIN on the small bench database: `Index Cond: ip_address >= '198.51.100.0/24'"
+        " AND ip_address <= '198.51.100.255'`), and the planner keeps walking the time index"
+        " for common networks. Or require from/to with ip, so that the window bounds the scan.",
+        "**Stats**: (a) aggregate in SQL, not Python: one statement with `GROUP BY GROUPING"
+        " SETS ((action_type), (severity), (resource_type), (date_trunc(bucket, hour)))` over"
+        " audit_stats_hourly returns ~50 rows instead of tens of thousands, and last_7_days"
+        " becomes one `sum(events)`; (b) keep a daily rollup beside the hourly one for ranges"
+        " over a few days (24x fewer rows); (c) top resources and top users must not scan raw"
+        " rows per request: keep `audit_stats_daily_users (tenant_id, day, user_id, events)`"
+        " in the drain's transaction like audit_stats_hourly (about 1,000 rows per"
+        " tenant-day, 10x fewer than events), and for resources either the same table"
+        " limited to each day's top few hundred (exact for heavy hitters) or a Dagster asset"
+        " that precomputes the default 30-day tops per tenant; (d) cache the answer per"
+        " (tenant, from, to, bucket) for a minute with `now` rounded to the minute.",
+    ]
+    if csv_copy:
+        items.append(
+            "**Export**: CSV is COPY-fast now, but its JSON cells and line endings differ from"
+            " write_csv's (see the findings): either render JSON in SQL as the contract says"
+            " (or document PostgreSQL's jsonb text and LF as the format), or keep write_csv"
+            " as the reference in a test that compares both. Run the COPY per day (one"
+            " statement per partition, oldest first) so that each sorts or index-scans one"
+            " day: the first byte comes at once and no whole-tenant sort spills to disk."
+            " NDJSON can come from COPY too"
+            " (`SELECT json_build_object(...)::text` per row, in text format so that COPY"
+            " escaping does not touch it, or with jsonb text accepted as the format). For"
+            " Parquet, build each row group from column lists (or Arrow record batches per"
+            " fetched batch) and in smaller groups (10,000 rows) to cut the per-group memory."
+        )
+    else:
+        items.append(
+            "**Export**: move the per-row work out of Python. Fetch JSON columns as text and"
+            " hashes and ids already formatted (`encode(hash, 'hex')`, `id::text`), or stream"
+            " PostgreSQL's `COPY (SELECT ...) TO STDOUT (FORMAT csv)` straight into the"
+            " response with the formula guard done in SQL (a `CASE WHEN left(col, 1) IN"
+            " (...)` that prefixes a quote). Caveat: PostgreSQL prints jsonb with its own key"
+            " order and separators, not json.dumps(sort_keys) compact, so the JSON cells'"
+            " bytes would change (a contract decision). For Parquet, build each row group from"
+            " column lists and in smaller groups (10,000 rows) to cut the per-group memory."
+        )
+    items.append(
+        "**Per-request overhead**: the pool checks every connection on checkout"
+        " (`check=ConnectionPool.check_connection`, one extra round trip per request);"
+        " checking only connections idle for a while, or relying on a retry on failure,"
+        " saves it."
+    )
+    return [f"{i}. {text}" for i, text in enumerate(items, 1)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -2148,6 +2314,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--report-only", action="store_true", help="rewrite query.md from query.json, no run"
     )
     p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="QUERY_JSON",
+        help="an earlier query.json whose medians query.md shows beside this run's",
+    )
+    p.add_argument(
         "--inprocess-only",
         action="store_true",
         help="redo the in-process part after a run that saved query.partial.json",
@@ -2159,6 +2332,77 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.repeats, args.duration, args.warmup, args.serial_duration = 1, 3, 1, 2
         args.inprocess_times = 5
     return args
+
+
+def code_facts() -> dict[str, Any]:
+    """What of the application's code decides the numbers (it changes between runs)."""
+    import auditlog.reads as reads
+
+    return {
+        "session_options": SESSION_OPTIONS,
+        "jit_off_in_sessions": "jit=off" in SESSION_OPTIONS,
+        "csv_export": (
+            "COPY (auditlog.reads.copy_csv)"
+            if hasattr(reads, "copy_csv")
+            else "Python (auditlog.export.write_csv)"
+        ),
+    }
+
+
+def code_facts_at(commit: str) -> dict[str, Any]:
+    """code_facts() as they were at a commit (read with git show)."""
+
+    def show(path: str) -> str:
+        done = subprocess.run(
+            ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    pool, reads = show("auditlog/store/pool.py"), show("auditlog/reads.py")
+    options = re.search(r'SESSION_OPTIONS = "([^"]*)"', pool)
+    return {
+        "session_options": options[1] if options else "?",
+        "jit_off_in_sessions": bool(options) and "jit=off" in options[1],
+        "csv_export": (
+            "COPY (auditlog.reads.copy_csv)"
+            if "def copy_csv" in reads
+            else "Python (auditlog.export.write_csv)"
+        ),
+    }
+
+
+def baseline_summary(path: Path) -> dict[str, Any]:
+    """The medians of an earlier query.json, to print beside this run's."""
+    old = json.loads(path.read_text())
+    scenarios = {}
+    for s in old["scenarios"]:
+        med = summarize(s["runs"])
+        serial = (s.get("serial_c1") or {}).get("latency_ms") or {}
+        scenarios[s["key"]] = {
+            "p50_ms": med["p50_ms"],
+            "p99_ms": med["p99_ms"],
+            "requests_per_s": med["requests_per_s"],
+            "serial_p50_ms": serial.get("p50"),
+            "serial_p99_ms": serial.get("p99"),
+            "slow_serial": s.get("slow_serial", False),
+        }
+    ex = old["exports"]
+    commit = old["machine"]["git_commit"]
+    return {
+        "file": str(path),
+        "measured_at": old["machine"]["measured_at"],
+        "git_commit": commit,
+        "code": old.get("code") or code_facts_at(commit),
+        "scenarios": scenarios,
+        "exports": {
+            "csv_7d": statistics.median(r["rows_per_s"] for r in ex["csv_7d"]),
+            "ndjson_7d": ex.get("ndjson_7d", {}).get("rows_per_s"),
+            "parquet_7d": ex.get("parquet_7d", {}).get("rows_per_s"),
+            "csv_tenant": ex.get("csv_tenant", {}).get("rows_per_s"),
+            "csv_tenant_first_byte_s": ex.get("csv_tenant", {}).get("first_byte_s"),
+            "csv_tenant_rss_growth_mib": ex.get("csv_tenant", {}).get("rss_growth_mib"),
+        },
+    }
 
 
 def save_partial(out_dir: Path, data: dict[str, Any]) -> None:
@@ -2227,6 +2471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = json.loads((args.out_dir / "query.json").read_text())
         for scenario in data["scenarios"]:
             scenario["median"] = summarize(scenario["runs"])
+        if args.baseline:
+            data["baseline"] = baseline_summary(args.baseline)
         (args.out_dir / "query.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         (args.out_dir / "query.md").write_text(markdown(data))
         say(f"wrote {args.out_dir}/query.md from query.json")
@@ -2264,6 +2510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load": meta["load"],
             "database": database_facts(url),
             "targets": {k: v[0] for k, v in TARGETS.items()},
+            "code": code_facts(),
         }
         scenarios = define_scenarios(plan, tenants)
         if args.inprocess_only:
@@ -2273,12 +2520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data[key] = partial[key]
             for scenario in data["scenarios"]:
                 scenario["median"] = summarize(scenario["runs"])
+            data["code"] = partial.get("code") or data["code"]
             data["config"]["inprocess_rerun_at"] = facts["measured_at"]
             saved = {s["key"]: s for s in partial["scenarios"]}
             for s in scenarios:
                 s.params = saved[s.key]["params"]
         else:
             measure_api(args, url, db_name, wrk_path, tenants, scenarios, export_tenant, plan, data)
+        if args.baseline:
+            data["baseline"] = baseline_summary(args.baseline)
         say("in-process breakdown and EXPLAIN (ANALYZE, BUFFERS)")
         data["in_process"] = in_process(args, url, tenants, scenarios, plan, export_tenant)
         data["duration_s"] = round(time.monotonic() - started)
