@@ -13,6 +13,7 @@ from api import health, metrics
 from api.auth import configure_jwt
 from api.docs import bp as docs_bp
 from api.errors import register_error_handlers
+from api.json_provider import FastJSONProvider
 from api.logs import admin as _log_admin  # noqa: F401 (registers cleanup routes on logs_bp)
 from api.logs import reads as _log_reads  # noqa: F401 (registers the read routes on logs_bp)
 from api.logs.views import bp as logs_bp
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = FastJSONProvider(app)
     configure_jwt(app, settings)
     register_error_handlers(app)
     install_request_context(app)

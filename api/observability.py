@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -16,11 +17,29 @@ log = logging.getLogger("api.access")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _RequestIds:
+    """Request ids unique across processes without a random read per request: a random
+    prefix per process (re-drawn after a fork) and a counter."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._prefix = os.getpid(), os.urandom(8).hex()
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
+
+
 def install_request_context(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         offered = request.headers.get("X-Request-ID", "")
-        g.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        g.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else _request_ids.next()
         g.started = time.perf_counter()
         request_id_var.set(g.request_id)
         tenant_id_var.set(None)

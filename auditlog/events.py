@@ -18,7 +18,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 MAX_JSON_FIELD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
@@ -58,15 +67,38 @@ def _json_depth(value: Any) -> int:
 
 
 def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for sizes, hashing and storage comparisons."""
+    """The one JSON spelling used for hashing and storage comparisons."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_bytes(value: Any) -> bytes | None:
+    """Compact UTF-8 JSON of a parsed JSON value, by the C encoder; None when it cannot say
+    (a lone surrogate, an integer beyond 64 bits): the caller takes the careful path."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+
+
+def json_size(value: Any) -> int:
+    """Bytes of the compact UTF-8 JSON spelling (key order does not change the size)."""
+    fast = json_bytes(value)
+    if fast is not None:
+        return len(fast)
+    return len(canonical_json(value).encode("utf-8", "surrogatepass"))
+
+
+def clean_text_json(encoded: bytes | None) -> bool:
+    """True when compact JSON from ``json_bytes`` proves that no string in the value holds
+    U+0000 or a lone surrogate (the C encoder refuses surrogates and escapes NUL)."""
+    return encoded is not None and b"\\u0000" not in encoded
 
 
 def format_time(value: datetime) -> str:
     """UTC, microsecond precision, ``Z`` suffix: what PostgreSQL's timestamptz keeps.
-    (The year is padded by hand: ``strftime('%Y')`` does not pad years below 1000.)"""
-    v = value.astimezone(UTC)
-    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v:%H:%M:%S}.{v.microsecond:06d}Z"
+    (``isoformat`` pads the year to four digits, unlike ``strftime('%Y')``.)"""
+    v = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return v.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # Times outside these years are refused: they cannot be told apart from mistakes, and the
@@ -158,7 +190,9 @@ class EventIn(BaseModel):
 
     @field_validator("session_id", "user_agent", "resource_type", "resource_id")
     @classmethod
-    def _storable_text(cls, value: str | None) -> str | None:
+    def _storable_text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _proven_clean(info):
+            return value
         if value is not None and (problem := text_problem(value)) is not None:
             raise ValueError(problem)
         return value
@@ -179,16 +213,27 @@ class EventIn(BaseModel):
 
     @field_validator(*JSON_FIELDS)
     @classmethod
-    def _bounded_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _bounded_object(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
         if value is None:
             return None
         if _json_depth(value) > MAX_JSON_DEPTH:
             raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
-        if (problem := _json_text_problem(value)) is not None:
+        if not _proven_clean(info) and (problem := _json_text_problem(value)) is not None:
             raise ValueError(problem.replace("must", "keys and strings must", 1))
-        if len(canonical_json(value).encode()) > MAX_JSON_FIELD_BYTES:
+        if json_size(value) > MAX_JSON_FIELD_BYTES:
             raise ValueError(f"is larger than {MAX_JSON_FIELD_BYTES} bytes")
         return value
+
+
+# Validation context key: the caller proved no string in the event holds NUL or a lone
+# surrogate (``clean_text_json``), so the per-string scans can be skipped.
+CLEAN_TEXT = "clean_text"
+
+
+def _proven_clean(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(CLEAN_TEXT))
 
 
 def _pydantic_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
@@ -217,12 +262,14 @@ def parse_event(
     where = prefix or "body"
     if not isinstance(raw, Mapping):
         return None, [FieldError(where, "must be a JSON object")]
-    # surrogatepass: a lone surrogate is reported by the field that holds it, below.
-    size = len(canonical_json(raw).encode("utf-8", "surrogatepass"))
+    encoded = json_bytes(raw)
+    # Without the fast spelling (a lone surrogate, a huge integer), measure the careful way;
+    # a lone surrogate is then reported by the field that holds it, below.
+    size = len(encoded) if encoded is not None else json_size(raw)
     if size > MAX_EVENT_BYTES:
         return None, [FieldError(where, f"event is larger than {MAX_EVENT_BYTES} bytes")]
     try:
-        event = EventIn.model_validate(raw)
+        event = EventIn.model_validate(raw, context={CLEAN_TEXT: clean_text_json(encoded)})
     except ValidationError as exc:
         return None, _pydantic_errors(exc, prefix)
     if event.tenant_id is not None and event.tenant_id != token_tenant:

@@ -20,10 +20,12 @@ def new_event_id() -> tuple[uuid.UUID, datetime]:
     return event_id, id_time(event_id)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def id_time(event_id: uuid.UUID) -> datetime:
     """The millisecond timestamp carried by a UUIDv7."""
-    millis = event_id.int >> 80
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    return _EPOCH + timedelta(milliseconds=event_id.int >> 80)
 
 
 def is_uuid7(event_id: uuid.UUID) -> bool:

@@ -9,7 +9,6 @@ once. A request fails (``QueueUnavailable``) only if the message carrying its re
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ from auditlog.queue import (
     MAX_MESSAGE_BYTES,
     EventQueue,
     QueueUnavailable,
+    encode_record,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class BatchingProducer:
     def send(self, record: dict[str, Any], timeout: float = 10.0) -> None:
         """Queue one record; return once SQS accepted it, else raise ``QueueUnavailable``."""
         future: Future[None] = Future()
-        encoded = json.dumps(record, separators=(",", ":"))
+        encoded = encode_record(record)
         with self._cond:
             if self._closed:
                 raise QueueUnavailable("the producer is shut down")
@@ -104,7 +104,7 @@ class BatchingProducer:
     def _pack(self, taken: Sequence[tuple[str, Future[None]]]) -> list[_Envelope]:
         envelopes = [_Envelope()]
         for encoded, future in taken:
-            needed = len(encoded.encode()) + 1
+            needed = len(encoded) + 1  # ASCII: characters are bytes
             if envelopes[-1].records and envelopes[-1].size + needed > self._max_message_bytes:
                 envelopes.append(_Envelope())
             envelope = envelopes[-1]

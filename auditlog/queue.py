@@ -17,6 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from auditlog.events import json_bytes
 from auditlog.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +53,15 @@ def make_sqs_client(settings: Settings) -> SQSClient:
     return boto3.client("sqs", endpoint_url=settings.aws_endpoint_url_sqs, config=config)
 
 
+def encode_record(record: dict[str, Any]) -> str:
+    """One record as compact JSON text in ASCII: SQS refuses some code points in a body
+    (U+FFFE, U+FFFF, most controls), and escaped they are plain ASCII."""
+    fast = json_bytes(record)
+    if fast is not None and fast.isascii():
+        return fast.decode("ascii")
+    return json.dumps(record, separators=(",", ":"))  # ensure_ascii escapes the rest
+
+
 def encode_envelope(records: Sequence[dict[str, Any]]) -> str:
     return json.dumps({"v": ENVELOPE_VERSION, "events": list(records)}, separators=(",", ":"))
 
@@ -76,8 +86,8 @@ def pack_records(
     current: list[str] = []
     size = len(encode_envelope([]))
     for record in records:
-        encoded = json.dumps(record, separators=(",", ":"))
-        needed = len(encoded.encode()) + 1
+        encoded = encode_record(record)
+        needed = len(encoded) + 1  # ASCII: characters are bytes
         if current and size + needed > max_bytes:
             yield _join(current)
             current, size = [], len(encode_envelope([]))

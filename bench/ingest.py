@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make `bench` and `infra` importable
     sys.path.insert(0, str(ROOT))
 
-from bench import machine, payloads, report, sampler, sqs_raw, target  # noqa: E402
+from bench import machine, payloads, pyspy, report, sqs_raw, target  # noqa: E402
 from bench.wrk import Load, WrkError, ensure_wrk, run_wrk, wrk_version  # noqa: E402
 
 RunFn = Callable[[], dict[str, Any]]
@@ -35,7 +35,11 @@ RunFn = Callable[[], dict[str, Any]]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=None, help="gunicorn workers (2; 1 profiling)")
-    p.add_argument("--threads", type=int, default=None, help="threads per worker (run.py's)")
+    p.add_argument(
+        "--worker-class",
+        default=None,
+        help="gunicorn worker class (run.py's: gevent; gthread to compare)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--duration", type=float, default=10, help="seconds per single-event run")
     p.add_argument("--bulk-duration", type=float, default=8)
@@ -205,7 +209,7 @@ def measure(
     sizes = _ints(args.bulk_sizes)
     bodies = payloads.write_bodies(workdir, sizes)
     print(f"[bench] starting gunicorn ({args.workers} workers) on a fresh database", flush=True)
-    with target.api_under_test(args.workers, args.threads, api_env(args)) as api:
+    with target.api_under_test(args.workers, args.worker_class, api_env(args)) as api:
         target.preflight(api, bodies["single"], bodies[f"bulk-{sizes[0]}"], sizes[0])
         api.purge_queue()
         runner = Runner(args, wrk, api, bodies)
@@ -228,8 +232,8 @@ def measure(
 
 
 def profile(args: argparse.Namespace, wrk: str, workdir: Path) -> None:
-    """Each scenario against its own gunicorn with bench/sampler.py in every worker; prints
-    the busy stacks' roll-up (folded stacks stay in .dev/logs/bench/profile-*/)."""
+    """Each scenario against its own gunicorn, its workers sampled by py-spy during the
+    measured window; prints the roll-up (folded stacks stay in .dev/logs/bench/profile-*/)."""
     sizes = _ints(args.bulk_sizes)
     bodies = payloads.write_bodies(workdir, sizes)
     conns = _ints(args.connections)
@@ -237,16 +241,21 @@ def profile(args: argparse.Namespace, wrk: str, workdir: Path) -> None:
     for scenario in [s for s in define_scenarios(args) if s.key in keys]:
         out = target.LOG_DIR / f"profile-{scenario.key}"
         shutil.rmtree(out, ignore_errors=True)
-        hooks = ["-c", str(ROOT / "bench" / "gunicorn_profile.py")]
-        env = {**api_env(args), "BENCH_PROFILE_DIR": str(out)}
-        with target.api_under_test(args.workers, args.threads, env, hooks) as api:
-            run = Runner(args, wrk, api, bodies).run(scenario)
+        with target.api_under_test(args.workers, args.worker_class, api_env(args)) as api:
+            runner = Runner(args, wrk, api, bodies)
+            pids = pyspy.worker_pids(api.api.process.pid)
+            # Sampled: the run's warm-up and its measured window.
+            seconds = max(1.0, float(args.warmup)) + runner.duration(scenario)
+            spies = pyspy.record(pids, seconds, out)
+            run = runner.run(scenario)
+            for spy in spies:
+                spy.wait(timeout=60)
         print(
             f"\n## {scenario.label}, c={scenario.connections}, {args.workers} worker(s): "
             f"{run['events_per_s']:,.0f} events/s, p99 {run['latency_ms']['p99']} ms, "
             f"CPU {run['cpu_cores']}\n"
         )
-        text = sampler.summary(out)
+        text = pyspy.summary(out)
         (out / "summary.txt").write_text(text + "\n")
         print(text, flush=True)
 
@@ -254,7 +263,7 @@ def profile(args: argparse.Namespace, wrk: str, workdir: Path) -> None:
 def config_facts(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
     return {
         "workers": args.workers,
-        "threads": target.gunicorn_threads(args.threads),
+        "worker_class": target.worker_class_name(args.worker_class),
         "repeats": args.repeats,
         "duration_s": args.duration,
         "bulk_duration_s": args.bulk_duration,

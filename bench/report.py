@@ -154,7 +154,7 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], scenarios: list[Sc
         f"Python {machine['python']}, commit {commit}; load average at start "
         f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_start'])}.",
         "",
-        f"API: gunicorn {config['workers']} workers x {config['threads']} threads (gthread), "
+        f"API: gunicorn {config['workers']} workers ({config['worker_class']}), "
         "RATE_LIMIT_EVENTS_PER_SECOND=0, fresh database and queues; load generator "
         f"{config['wrk']} ({config['wrk_threads']} thread) on the same machine over loopback. "
         f"Each figure is the median of {config['repeats']} runs of {config['duration_s']} s "

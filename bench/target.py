@@ -112,16 +112,13 @@ def make_tenant_token(settings: Settings) -> str:
     return mint_token(settings, tenant_id=tenant, role="writer")
 
 
-def gunicorn_command(port: int, workers: int, threads: int | None) -> list[str]:
-    cmd = platform.api_command(port, workers=workers)
-    if threads is not None:
-        cmd[cmd.index("--threads") + 1] = str(threads)
-    return cmd
+def gunicorn_command(port: int, workers: int, worker_class: str | None) -> list[str]:
+    return platform.api_command(port, workers=workers, worker_class=worker_class)
 
 
-def gunicorn_threads(threads: int | None) -> int:
-    cmd = gunicorn_command(0, 1, threads)
-    return int(cmd[cmd.index("--threads") + 1])
+def worker_class_name(worker_class: str | None) -> str:
+    cmd = gunicorn_command(0, 1, worker_class)
+    return cmd[cmd.index("--worker-class") + 1]
 
 
 def api_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
@@ -139,7 +136,7 @@ def api_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
 def gunicorn(
     settings: Settings,
     workers: int,
-    threads: int | None,
+    worker_class: str | None,
     extra_env: dict[str, str],
     extra_args: list[str],
 ) -> Iterator[tuple[str, platform.Child]]:
@@ -147,7 +144,7 @@ def gunicorn(
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / "api.log"
     log.unlink(missing_ok=True)  # one run's log only
-    cmd = gunicorn_command(port, workers, threads) + extra_args
+    cmd = gunicorn_command(port, workers, worker_class) + extra_args
     child = platform.spawn("api", cmd, api_env(settings, extra_env), LOG_DIR)
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -167,7 +164,7 @@ def use_stack_env() -> None:
 @contextmanager
 def api_under_test(
     workers: int,
-    threads: int | None = None,
+    worker_class: str | None = None,
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
 ) -> Iterator[Target]:
@@ -183,7 +180,7 @@ def api_under_test(
         )
         with fresh_queues(settings) as sqs:
             token = make_tenant_token(settings)
-            server = gunicorn(settings, workers, threads, extra_env or {}, extra_args or [])
+            server = gunicorn(settings, workers, worker_class, extra_env or {}, extra_args or [])
             with server as (base_url, child):
                 yield Target(base_url, token, settings, sqs, child)
 

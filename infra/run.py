@@ -34,7 +34,21 @@ def prepare_dagster_home(home: Path) -> None:
     shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.yaml", home / "dagster.yaml")
 
 
-def api_command(port: int, workers: int = 2) -> list[str]:
+# gevent: a request waiting on SQS, PostgreSQL or a WebSocket client holds a greenlet, not
+# an OS thread, so one worker serves thousands of open live-tail sockets beside ordinary
+# requests, and there is no GIL hand-off between request threads (about twice the
+# single-event throughput of 16 gthread threads in bench/ingest). gthread still works:
+# API_WORKER_CLASS=gthread.
+WORKER_CONNECTIONS = 2000
+GTHREAD_THREADS = 16
+
+
+def api_command(port: int, workers: int = 2, worker_class: str | None = None) -> list[str]:
+    worker_class = worker_class or os.environ.get("API_WORKER_CLASS", "gevent")
+    if worker_class == "gevent":
+        concurrency = ["--worker-connections", str(WORKER_CONNECTIONS)]
+    else:
+        concurrency = ["--threads", str(GTHREAD_THREADS)]
     return [
         str(BIN / "gunicorn"),
         "api:create_app()",
@@ -43,9 +57,8 @@ def api_command(port: int, workers: int = 2) -> list[str]:
         "--workers",
         str(workers),
         "--worker-class",
-        "gthread",
-        "--threads",
-        "16",
+        worker_class,
+        *concurrency,
         "--graceful-timeout",
         "10",
         # Long filter URLs are legitimate; past this gunicorn answers itself (an HTML 414).

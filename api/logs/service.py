@@ -87,8 +87,8 @@ def _reserve(
         ) from None
 
 
-def _accepted_json(event_id: uuid.UUID) -> dict[str, str]:
-    return {"id": str(event_id), "created_at": format_time(id_time(event_id)), "status": "queued"}
+def _accepted_json(record: dict[str, Any]) -> dict[str, str]:
+    return {"id": record["id"], "created_at": record["created_at"], "status": "queued"}
 
 
 def _stamp(event_id: uuid.UUID, tenant_id: uuid.UUID, event: EventIn) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def accept_one(
     record = _stamp(event_id, tenant_id, event)
     _send(lambda: svc.producer.send(record))
     metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc()
-    body = _accepted_json(event_id)
+    body = _accepted_json(record)
     if idem is not None:
         svc.idempotency.complete(tenant_id, idem.key, 202, body)
     return Answer(202, body)
@@ -139,22 +139,22 @@ def accept_bulk(
         return Answer(*reservation.completed, replayed=True)
     valid = [(i, event) for i, (event, _) in enumerate(parsed) if event is not None]
     check_rate(svc, tenant_id, len(valid))
-    records = []
+    records: dict[int, dict[str, Any]] = {}
     for index, event in valid:
         event_id = reservation.event_ids[index]
         assert event_id is not None  # reserved for every valid item
-        records.append(_stamp(event_id, tenant_id, event))
-    bodies = list(pack_records(records))
+        records[index] = _stamp(event_id, tenant_id, event)
+    bodies = list(pack_records(records.values()))
     _send(lambda: svc.queue.send_bodies(bodies))
     metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc(len(records))
     rejected = len(parsed) - len(valid)
     if rejected:
         metrics.EVENTS_REJECTED.labels(str(tenant_id)).inc(rejected)
     results: list[dict[str, Any]] = []
-    for index, (item, errors) in enumerate(parsed):
-        event_id = reservation.event_ids[index]
-        if item is not None and event_id is not None:
-            results.append({"index": index, **_accepted_json(event_id)})
+    for index, (_, errors) in enumerate(parsed):
+        record = records.get(index)
+        if record is not None:
+            results.append({"index": index, **_accepted_json(record)})
         else:
             results.append(
                 {
