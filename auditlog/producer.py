@@ -4,7 +4,8 @@ Each API request hands its record to ``send`` and blocks until SQS has accepted 
 still means durably queued). A collector thread gathers whatever arrived in the last few
 milliseconds, packs the records into as few envelopes as fit, and sends them with
 SendMessageBatch on a small pool of sender threads, so several flushes are in flight at
-once. A request fails (``QueueUnavailable``) only if the message carrying its record failed.
+once. Envelopes are compressed (queue.py, version 2). A request fails
+(``QueueUnavailable``) only if the message carrying its record failed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auditlog.queue import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_ENTRIES,
     MAX_MESSAGE_BYTES,
     EventQueue,
     QueueUnavailable,
+    batch_indexes,
+    compressed_envelope,
     encode_record,
 )
 
@@ -38,7 +39,7 @@ class _Envelope:
     size: int = _ENVELOPE_OVERHEAD
 
     def body(self) -> str:
-        return '{"v":1,"events":[' + ",".join(self.records) + "]}"
+        return compressed_envelope(self.records)
 
 
 class BatchingProducer:
@@ -53,7 +54,9 @@ class BatchingProducer:
     ) -> None:
         self._queue = queue
         self._linger_s = linger_s
-        self._max_message_bytes = max_message_bytes
+        # Raw bytes per envelope such that even incompressible records fit once compressed
+        # and base64-encoded (4/3 larger, plus zlib's few bytes per block and the envelope).
+        self._max_raw_bytes = max_message_bytes * 3 // 4 - 1024
         self._on_error = on_error
         self._pending: list[tuple[str, Future[None]]] = []
         self._cond = threading.Condition()
@@ -99,13 +102,13 @@ class BatchingProducer:
             self._free_senders.acquire()
             with self._cond:
                 taken, self._pending = self._pending, []
-            self._pool.submit(self._send_flush, self._chunks(self._pack(taken)))
+            self._pool.submit(self._send_flush, self._pack(taken))
 
     def _pack(self, taken: Sequence[tuple[str, Future[None]]]) -> list[_Envelope]:
         envelopes = [_Envelope()]
         for encoded, future in taken:
             needed = len(encoded) + 1  # ASCII: characters are bytes
-            if envelopes[-1].records and envelopes[-1].size + needed > self._max_message_bytes:
+            if envelopes[-1].records and envelopes[-1].size + needed > self._max_raw_bytes:
                 envelopes.append(_Envelope())
             envelope = envelopes[-1]
             envelope.records.append(encoded)
@@ -113,34 +116,18 @@ class BatchingProducer:
             envelope.size += needed
         return envelopes
 
-    @staticmethod
-    def _chunks(envelopes: list[_Envelope]) -> list[list[_Envelope]]:
-        # SendMessageBatch takes at most 10 entries and MAX_BATCH_BYTES in all.
-        chunks: list[list[_Envelope]] = []
-        current: list[_Envelope] = []
-        size = 0
-        for envelope in envelopes:
-            if current and (
-                len(current) == MAX_BATCH_ENTRIES or size + envelope.size > MAX_BATCH_BYTES
-            ):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(envelope)
-            size += envelope.size
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _send_flush(self, chunks: list[list[_Envelope]]) -> None:
+    def _send_flush(self, envelopes: list[_Envelope]) -> None:
         try:
-            for chunk in chunks:
-                self._send_chunk(chunk)
+            # Compressed here, on the sender, so the collector is free for the next flush.
+            bodies = [envelope.body() for envelope in envelopes]
+            for indexes in batch_indexes([len(body) for body in bodies]):
+                self._send_chunk([envelopes[i] for i in indexes], [bodies[i] for i in indexes])
         finally:
             self._free_senders.release()
 
-    def _send_chunk(self, chunk: list[_Envelope]) -> None:
+    def _send_chunk(self, chunk: list[_Envelope], bodies: list[str]) -> None:
         try:
-            failed = self._queue.send_entries([e.body() for e in chunk])
+            failed = self._queue.send_entries(bodies)
         except Exception as exc:  # noqa: BLE001 (every failure must reach the waiting requests)
             self._fail(chunk, exc)
             return
