@@ -13,6 +13,8 @@ dead-letter queue after ``maxReceiveCount`` receives, and the rest of the batch 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,7 +25,7 @@ from typing import Any
 import psycopg
 
 from auditlog.chain import link_hash
-from auditlog.events import RECORD_FIELDS, ActionType, Severity, canonical_json
+from auditlog.events import RECORD_FIELDS, ActionType, Severity, canonical_json, json_bytes
 from auditlog.queue import BadEnvelope, EventQueue, ReceivedMessage, decode_envelope
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
@@ -124,14 +126,23 @@ def parse_messages(
     return good, bad
 
 
+_JSON_COLUMNS = frozenset({"before_state", "after_state", "metadata"})
+
+
+def _json_text(value: Any) -> str:
+    # jsonb keeps its own key order, so any valid spelling will do: the C encoder's, or
+    # the stdlib's for what it refuses (integers beyond 64 bits).
+    fast = json_bytes(value)
+    return fast.decode("utf-8") if fast is not None else canonical_json(value)
+
+
 def _copy_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    row = []
-    for name in RECORD_FIELDS:
-        value = record[name]
-        if name in ("before_state", "after_state", "metadata") and value is not None:
-            value = canonical_json(value)
-        row.append(value)
-    return tuple(row)
+    return tuple(
+        _json_text(record[name])
+        if name in _JSON_COLUMNS and record[name] is not None
+        else record[name]
+        for name in RECORD_FIELDS
+    )
 
 
 class PartitionCache:
@@ -223,12 +234,20 @@ class Drainer:
         return messages
 
     def process(self, messages: Sequence[ReceivedMessage]) -> BatchResult:
+        return self.process_parsed(messages, *parse_messages(messages))
+
+    def process_parsed(
+        self,
+        messages: Sequence[ReceivedMessage],
+        good: list[ParsedMessage],
+        bad: list[ReceivedMessage],
+    ) -> BatchResult:
+        """Store a parsed batch, then delete its stored messages from SQS."""
         result = BatchResult(messages=len(messages))
         if not messages:
             return result
         now = time.time()
         result.oldest_message_age_s = max(0.0, now - min(m.sent_at for m in messages))
-        good, bad = parse_messages(messages)
         result.rejected_messages = len(bad)
         result.events_received = sum(len(p.records) for p in good)
         started = time.monotonic()
@@ -302,37 +321,126 @@ class Drainer:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> DrainStats:
         """Drain until the time budget is spent, the queue stayed empty for ``idle_s``, or
-        ``should_stop()``. Database outages are waited out: messages stay on the queue."""
+        ``should_stop()``. Database outages are waited out: messages stay on the queue.
+
+        A fetcher thread receives and parses the next batch while this thread stores the
+        current one: parsing is Python work and storing mostly waits on PostgreSQL, so the
+        two overlap on two cores. At most one parsed batch waits ahead."""
         stats = DrainStats()
         started = time.monotonic()
+        fetcher = _Fetcher(self, wait_seconds=int(max(1, min(5, idle_s))))
+        fetcher.start()
         last_activity = started
-        while not should_stop():
-            now = time.monotonic()
-            if now - started >= time_budget_s or now - last_activity >= idle_s:
-                break
-            wait = int(max(1, min(5, idle_s - (now - last_activity))))
-            messages = self.collect(wait)
-            if not messages:
-                continue
-            last_activity = time.monotonic()
-            try:
-                result = self.process(messages)
-            except psycopg.OperationalError as exc:
-                # The database is away. Nothing was deleted, so these messages return after
-                # their visibility timeout. Receive nothing more until the database answers
-                # again: every receive counts towards maxReceiveCount, and healthy events
-                # must not be dead-lettered because of an outage.
-                log.warning("drain.database_unavailable", extra={"error": str(exc)[:300]})
-                self.close()
-                if not self._wait_for_database(started, time_budget_s, should_stop):
+        try:
+            while not should_stop():
+                now = time.monotonic()
+                if now - started >= time_budget_s or now - last_activity >= idle_s:
                     break
+                batch = fetcher.next(timeout=min(0.5, idle_s))
+                if batch is None:
+                    continue
                 last_activity = time.monotonic()
-                continue
-            # Idle time counts from the end of the work, not from the receive: a long batch
-            # must not end the run while a backlog remains.
-            last_activity = time.monotonic()
-            stats.add(result)
-            if on_batch is not None:
-                on_batch(result)
-        self.close()
+                try:
+                    result = self.process_parsed(*batch)
+                except psycopg.OperationalError as exc:
+                    # The database is away. Nothing was deleted, so these messages return
+                    # after their visibility timeout. Receive nothing more until the
+                    # database answers again: every receive counts towards
+                    # maxReceiveCount, and healthy events must not be dead-lettered
+                    # because of an outage.
+                    log.warning("drain.database_unavailable", extra={"error": str(exc)[:300]})
+                    fetcher.pause()
+                    self.close()
+                    if not self._wait_for_database(started, time_budget_s, should_stop):
+                        break
+                    fetcher.resume()
+                    last_activity = time.monotonic()
+                    continue
+                # Idle time counts from the end of the work, not from the receive: a long
+                # batch must not end the run while a backlog remains.
+                last_activity = time.monotonic()
+                stats.add(result)
+                if on_batch is not None:
+                    on_batch(result)
+        finally:
+            fetcher.stop()
+            self.close()
         return stats
+
+
+_Batch = tuple[list[ReceivedMessage], list[ParsedMessage], list[ReceivedMessage]]
+
+
+class _Fetcher:
+    """Receives and parses batches ahead of the storing thread (one batch ahead at most).
+
+    On stop, a batch received but not stored is made visible again at once, so the next
+    drain run gets it without waiting out the visibility timeout."""
+
+    def __init__(self, drainer: Drainer, wait_seconds: int) -> None:
+        self._drainer = drainer
+        self._wait_seconds = wait_seconds
+        self._ready: queue.Queue[_Batch | BaseException] = queue.Queue(maxsize=1)
+        self._stopping = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._thread = threading.Thread(target=self._loop, name="drain-fetcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def next(self, timeout: float) -> _Batch | None:
+        try:
+            item = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._running.set()
+        self._thread.join(timeout=self._wait_seconds + 10)
+        while True:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(item, BaseException):
+                self._release(item[0])
+
+    def _release(self, messages: Sequence[ReceivedMessage]) -> None:
+        try:
+            self._drainer.queue.release([m.receipt_handle for m in messages])
+        except Exception as exc:  # noqa: BLE001 (they come back after the visibility timeout)
+            log.warning("drain.release_failed", extra={"error": str(exc)[:300]})
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._running.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                messages = self._drainer.collect(self._wait_seconds)
+                if not messages:
+                    continue
+                batch: _Batch = (messages, *parse_messages(messages))
+            except Exception as exc:  # noqa: BLE001 (handed to the storing thread)
+                self._ready.put(exc)
+                return
+            while True:
+                if self._stopping.is_set():
+                    self._release(messages)
+                    return
+                try:
+                    self._ready.put(batch, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue

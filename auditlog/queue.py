@@ -294,6 +294,18 @@ class EventQueue:
             failed += len(answer.get("Failed", []))
         return failed
 
+    def release(self, receipt_handles: Sequence[str]) -> None:
+        """Make received messages visible again now (a batch that will not be stored)."""
+        for start in range(0, len(receipt_handles), MAX_BATCH_ENTRIES):
+            chunk = receipt_handles[start : start + MAX_BATCH_ENTRIES]
+            self._client.change_message_visibility_batch(
+                QueueUrl=self.url(),
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                    for i, h in enumerate(chunk)
+                ],
+            )
+
     def backlog(self, name: str | None = None) -> Backlog:
         attrs = self._client.get_queue_attributes(
             QueueUrl=self.url(name),

@@ -44,7 +44,7 @@ def test_packed_messages_are_stored_in_order_with_a_verifying_chain(
     settings: Settings, queue: EventQueue, db: psycopg.Connection[Any], tenant: uuid.UUID
 ) -> None:
     records = make_records(tenant, 300, metadata={"n": 1.5, "s": "é"})
-    queue.send_bodies(list(pack_records(records, max_bytes=20_000)))
+    queue.send_bodies(list(pack_records(records, max_bytes=20_000, compress=False)))
     stats = drain(settings, queue)
     assert stats.stored == 300
     assert stats.duplicates == 0
@@ -204,3 +204,33 @@ def test_dead_letters_can_be_moved_back_and_drained(
     assert queue.dead_letter_backlog().visible == 0
     drain(settings, queue)
     assert stored_ids(db, tenant) == [r["id"] for r in records]
+
+
+def test_a_batch_fetched_ahead_is_released_when_the_run_stops(
+    settings: Settings, db: psycopg.Connection[Any], tenant: uuid.UUID
+) -> None:
+    """The fetcher parses the next batch while one is stored. A run that stops with such a
+    batch in hand makes it visible again at once, so the next run need not wait out the
+    visibility timeout (60 s here)."""
+    client = make_sqs_client(settings)
+    name = f"test-release-{uuid.uuid4().hex[:10]}"
+    url = client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    try:
+        queue = EventQueue(client, name, settings.sqs_dlq_name)
+        records = make_records(tenant, 60)
+        queue.send_bodies([encode_envelope([r]) for r in records])
+        batches: list[int] = []
+        first = Drainer(queue, settings.database_url, batch_size=10)
+        first.run(
+            time_budget_s=20,
+            idle_s=3,
+            on_batch=lambda r: batches.append(r.stored),
+            should_stop=lambda: len(batches) >= 1,
+        )
+        assert 0 < sum(batches) < 60
+        started = time.monotonic()
+        Drainer(queue, settings.database_url, batch_size=100).run(time_budget_s=20, idle_s=2)
+        assert time.monotonic() - started < 15  # not 60 s of invisible messages
+        assert sorted(stored_ids(db, tenant)) == sorted(r["id"] for r in records)
+    finally:
+        client.delete_queue(QueueUrl=url)
