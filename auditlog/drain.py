@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -71,8 +72,15 @@ class DrainStats:
 
 
 _RECORD_KEYS = frozenset(RECORD_FIELDS)
+# The API writes UUIDs in their canonical lowercase form; nothing else is a queued record.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACTIONS = frozenset(a.value for a in ActionType)
 _SEVERITIES = frozenset(s.value for s in Severity)
+
+
+def _check_uuid(value: Any, name: str) -> None:
+    if not isinstance(value, str) or _CANONICAL_UUID.fullmatch(value) is None:
+        raise ValueError(f"{name} must be a UUID in canonical lowercase form")
 
 
 def validate_record(record: dict[str, Any]) -> None:
@@ -81,8 +89,8 @@ def validate_record(record: dict[str, Any]) -> None:
     path can afford (a value the database still refuses is isolated message by message)."""
     if record.keys() != _RECORD_KEYS:
         raise ValueError("record fields differ from the stored event fields")
-    uuid.UUID(record["id"])
-    uuid.UUID(record["tenant_id"])
+    _check_uuid(record["id"], "id")
+    _check_uuid(record["tenant_id"], "tenant_id")
     datetime.fromisoformat(record["created_at"])
     if record["action_type"] not in _ACTIONS or record["severity"] not in _SEVERITIES:
         raise ValueError("unknown action_type or severity")
@@ -93,7 +101,7 @@ def validate_record(record: dict[str, Any]) -> None:
         if record[name] is not None and not isinstance(record[name], str):
             raise ValueError(f"{name} must be a string")
     if record["user_id"] is not None:
-        uuid.UUID(record["user_id"])
+        _check_uuid(record["user_id"], "user_id")
     if record["occurred_at"] is not None:
         datetime.fromisoformat(record["occurred_at"])
     for name in ("before_state", "after_state", "metadata"):

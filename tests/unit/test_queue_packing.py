@@ -113,3 +113,10 @@ def test_batches_respect_entry_count_and_total_size() -> None:
     assert all(len(b) <= 10 for b in batches)
     assert all(sum(sizes[i] for i in b) <= MAX_BATCH_BYTES for b in batches)
     assert len(batches[0]) == 3  # three 250 KiB envelopes fit in 1 MB, a fourth does not
+
+
+def test_integers_beyond_64_bits_survive_a_compressed_round_trip() -> None:
+    record = {"id": "a", "metadata": {"big": 123456789012345678901234567890, "neg": -(2**63) - 1}}
+    (body,) = pack_records([record])
+    assert decode_envelope(body) == [record]
+    assert isinstance(decode_envelope(body)[0]["metadata"]["big"], int)
