@@ -1,6 +1,8 @@
 import hashlib
 import json
 
+import pytest
+
 from auditlog.chain import GENESIS_HASH, ChainRow, canonical_form, link_hash, verify_rows
 
 FIELDS: list[str | None] = [
@@ -77,3 +79,33 @@ def test_range_verification_without_known_predecessor() -> None:
     result = verify_rows(chain(6)[3:], expected_prev=None)
     assert result.ok
     assert (result.first_seq, result.last_seq) == (4, 6)
+
+
+def _reference_canonical_form(
+    rendered: list[str | None], seq: int, redacted: dict[str, str] | None = None
+) -> bytes:
+    """The definition, spelled the slow way (docs/integrity.md)."""
+    from auditlog.chain import CANONICAL_FIELDS, field_digest
+
+    digests = {
+        name: field_digest(value)
+        for name, value in zip(CANONICAL_FIELDS, [*rendered, str(seq)], strict=True)
+    }
+    digests.update(redacted or {})
+    return json.dumps(digests, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_template_spelling_equals_the_sorted_json_definition(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    rendered: list[str | None] = [
+        None if rng.random() < 0.3 else "".join(rng.choice('ab"\\\\é€\\n{}') for _ in range(9))
+        for _ in FIELDS
+    ]
+    redacted = {"ip_address": "ab" * 32, "metadata": "cd" * 32} if seed % 2 else None
+    seq = rng.randrange(1, 10**12)
+    assert canonical_form(rendered, seq, redacted) == _reference_canonical_form(
+        rendered, seq, redacted
+    )
