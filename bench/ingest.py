@@ -13,6 +13,7 @@ rounds so that a noisy moment on the machine does not hit one scenario only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import sys
@@ -58,6 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for the API under test (repeatable), e.g. LOG_LEVEL=WARNING",
     )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the seed-style baseline (bench/baselines/seed_api.py)",
+    )
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--quick", action="store_true", help="1 repeat of 3 s runs (smoke test)")
     p.add_argument(
@@ -100,6 +106,19 @@ def define_scenarios(args: argparse.Namespace) -> list[report.Scenario]:
     ]
     for c in _ints(args.connections):
         scenarios.append(report.Scenario(f"single_c{c}", "POST /api/v1/logs", "single", c, 1))
+    if not args.no_baseline:
+        # The seed prototype's design on the same servers and gunicorn settings, at the
+        # middle single-event concurrency: the side-by-side comparison.
+        c = _ints(args.connections)[len(_ints(args.connections)) // 2]
+        scenarios.append(
+            report.Scenario(
+                f"baseline_c{c}",
+                "seed-style baseline: POST /api/v1/logs (INSERT + SendMessage + index)",
+                "baseline",
+                c,
+                1,
+            )
+        )
     for size in _ints(args.bulk_sizes):
         scenarios.append(
             report.Scenario(
@@ -117,14 +136,23 @@ class Runner:
     """Runs one measurement of a scenario against the API under test."""
 
     def __init__(
-        self, args: argparse.Namespace, wrk: str, api: target.Target, bodies: dict[str, Path]
+        self,
+        args: argparse.Namespace,
+        wrk: str,
+        api: target.Target,
+        bodies: dict[str, Path],
+        baseline: target.Target | None = None,
     ) -> None:
         self.args = args
         self.wrk = wrk
         self.api = api
+        self.baseline = baseline
         self.bodies = bodies
         database = api.settings.database_url.rsplit("/", 1)[-1]
-        self.classify = machine.stack_classifier(target.api_pgrp(api), database)
+        other = None
+        if baseline is not None:
+            other = (target.api_pgrp(baseline), baseline.settings.database_url.rsplit("/", 1)[-1])
+        self.classify = machine.stack_classifier(target.api_pgrp(api), database, other)
 
     def load(self, scenario: report.Scenario) -> Load:
         base = self.api.base_url
@@ -134,13 +162,21 @@ class Runner:
             return Load(
                 f"{base}/api/v1/logs", body_file=self.bodies["single"], token=self.api.token
             )
+        if scenario.kind == "baseline":
+            assert self.baseline is not None
+            return Load(
+                f"{self.baseline.base_url}/api/v1/logs",
+                body_file=self.bodies["single"],
+                token=self.baseline.token,
+                expect_status=201,
+            )
         body = self.bodies[f"bulk-{scenario.events_per_request}"]
         return Load(f"{base}/api/v1/logs/bulk", body_file=body, token=self.api.token)
 
     def duration(self, scenario: report.Scenario) -> float:
         if scenario.kind == "bulk":
             return float(self.args.bulk_duration)
-        if scenario.kind == "single":
+        if scenario.kind in ("single", "baseline"):
             return float(self.args.duration)
         return float(self.args.short_duration)
 
@@ -152,7 +188,7 @@ class Runner:
     def run_http(self, scenario: report.Scenario) -> dict[str, Any]:
         load, c, t = self.load(scenario), scenario.connections, self.args.wrk_threads
         warmup = max(1.0, float(self.args.warmup))
-        ingest = scenario.kind != "healthz"
+        ingest = scenario.kind not in ("healthz", "baseline")
         run_wrk(self.wrk, load, connections=c, duration_s=warmup, threads=t)
         if ingest:
             self.api.purge_queue()
@@ -196,9 +232,11 @@ class Runner:
 def estimate_seconds(args: argparse.Namespace, scenarios: list[report.Scenario]) -> float:
     per_round = 0.0
     for s in scenarios:
-        length = {"bulk": args.bulk_duration, "single": args.duration}.get(
-            s.kind, args.short_duration
-        )
+        length = {
+            "bulk": args.bulk_duration,
+            "single": args.duration,
+            "baseline": args.duration,
+        }.get(s.kind, args.short_duration)
         per_round += length + max(1.0, args.warmup) + 1
     return per_round * args.repeats + 15
 
@@ -209,10 +247,18 @@ def measure(
     sizes = _ints(args.bulk_sizes)
     bodies = payloads.write_bodies(workdir, sizes)
     print(f"[bench] starting gunicorn ({args.workers} workers) on a fresh database", flush=True)
-    with target.api_under_test(args.workers, args.worker_class, api_env(args)) as api:
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(
+            target.api_under_test(args.workers, args.worker_class, api_env(args))
+        )
+        baseline = None
+        if any(s.kind == "baseline" for s in scenarios):
+            baseline = stack.enter_context(
+                target.baseline_under_test(args.workers, args.worker_class)
+            )
         target.preflight(api, bodies["single"], bodies[f"bulk-{sizes[0]}"], sizes[0])
         api.purge_queue()
-        runner = Runner(args, wrk, api, bodies)
+        runner = Runner(args, wrk, api, bodies, baseline)
         for round_no in range(1, args.repeats + 1):
             for scenario in scenarios:
                 try:

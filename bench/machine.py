@@ -152,15 +152,19 @@ def measure_cpu(classify: Classifier) -> Iterator[dict[str, float]]:
     cores.update(cores_used(before, snapshot(classify)))
 
 
-def stack_classifier(api_pgrp: int, database: str) -> Classifier:
-    """Groups for this stack: the API under test (gunicorn's process group) and the servers.
+def stack_classifier(
+    api_pgrp: int, database: str, baseline: tuple[int, str] | None = None
+) -> Classifier:
+    """Groups for this stack: the API under test (gunicorn's process group) and the servers;
+    with ``baseline`` (process group, database), the baseline app counts with the API and
+    its database's backends with PostgreSQL.
 
     PostgreSQL backends of other databases (other users of the shared server) are left out,
     so they count as "other"; ElasticMQ's and OpenSearch's processes are shared as a whole.
     """
 
     def classify(pid: int, pgrp: int, cmdline: str) -> str | None:
-        if pgrp == api_pgrp:
+        if pgrp == api_pgrp or (baseline is not None and pgrp == baseline[0]):
             return "api (gunicorn)"
         if "auditlog.elasticmq.Launcher" in cmdline:
             return "elasticmq"
@@ -169,7 +173,8 @@ def stack_classifier(api_pgrp: int, database: str) -> Classifier:
             # server process ("postgres: checkpointer", "postgres: walwriter", ...).
             words = cmdline.split()
             is_backend = len(words) >= 4 and "(" in words[3]
-            return None if is_backend and words[2] != database else "postgres"
+            ours = {database, baseline[1]} if baseline is not None else {database}
+            return None if is_backend and words[2] not in ours else "postgres"
         if cmdline.startswith("/usr/lib/postgresql"):
             return "postgres"
         if "opensearch.Main" in cmdline:

@@ -516,6 +516,51 @@ def create_and_load(base_url: str, name: str, plan: Plan, jobs: int) -> dict[str
     return meta
 
 
+def prepare_daily_stats(url: str) -> dict[str, Any]:
+    """Apply pending migrations (a reused database predates some), then build the
+    ``daily_stats`` rows of every closed day not current yet, as the asset's schedule and a
+    backfill would have: the stats endpoint reads them for whole days."""
+    applied = migrate(url)
+    if applied:
+        say(f"applied migrations {', '.join(applied)}")
+    try:
+        from auditlog.daily_stats import build_day
+    except ImportError:  # code from before the daily aggregates
+        return {"migrations_applied": applied, "days_built": 0}
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS) as conn:
+        rows = conn.execute(
+            "SELECT d::date FROM generate_series("
+            " (SELECT min(hour) FROM audit_stats_hourly) AT TIME ZONE 'UTC',"
+            " (now() AT TIME ZONE 'UTC')::date - 1, interval '1 day') d"
+            " EXCEPT SELECT day FROM audit_stats_days GROUP BY day"
+            " HAVING bool_and(built_version = version) ORDER BY 1"
+        ).fetchall()
+        events = 0
+        for i, (day,) in enumerate(rows, 1):
+            events += build_day(conn, day).events
+            if i % 10 == 0 or i == len(rows):
+                say(f"  daily_stats: {i}/{len(rows)} days, {time.perf_counter() - started:.0f} s")
+        if rows:
+            for table in ("days", "daily", "daily_resources", "daily_users"):
+                conn.execute(
+                    sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(f"audit_stats_{table}"))
+                )
+        built = conn.execute(
+            "SELECT count(*), count(DISTINCT day) FROM audit_stats_days"
+            " WHERE built_version = version"
+        ).fetchone()
+    seconds = time.perf_counter() - started
+    return {
+        "migrations_applied": applied,
+        "days_built": len(rows),
+        "build_seconds": round(seconds, 1),
+        "events_built": events,
+        "tenant_days_current": int(built[0]) if built else 0,
+        "days_current": int(built[1]) if built else 0,
+    }
+
+
 def database_facts(url: str) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         sizes = conn.execute(
@@ -1158,6 +1203,20 @@ def query_name(query: Any) -> str:
         for name, text in (QUERIES._loaded or {}).items():
             if text == query:
                 return name
+    return stats_query_name(query)
+
+
+def stats_query_name(query: Any) -> str:
+    """The name in auditlog/store/stats.sql of a statement (composed from its fragments)."""
+    try:
+        from auditlog.stats import STATS_QUERIES
+    except ImportError:  # code from before the daily aggregates
+        return "?"
+    text = query.as_string(None) if isinstance(query, sql.Composable) else str(query)
+    STATS_QUERIES["total"]  # loads the file
+    for name, template in (STATS_QUERIES._loaded or {}).items():
+        if not name.endswith("_part") and text.startswith(template.split("{", 1)[0]):
+            return name
     return "?"
 
 
@@ -1719,6 +1778,23 @@ def _jit_text(entry: dict[str, Any]) -> str:
     return f"JIT {jit:,.0f} ms (paid before the first row)" if jit else "no JIT"
 
 
+def _daily_stats_lines(data: dict[str, Any]) -> list[str]:
+    daily = data.get("daily_stats")
+    if not daily or not daily.get("days_current"):
+        return []
+    built = (
+        f" (this run built {daily['days_built']} days in {daily['build_seconds']} s,"
+        f" {daily['events_built']:,} events)"
+        if daily["days_built"]
+        else ""
+    )
+    return [
+        "* daily_stats (auditlog/daily_stats.py, as the asset builds them):"
+        f" {daily['days_current']} closed days current,"
+        f" {daily['tenant_days_current']:,} tenant-days{built}."
+    ]
+
+
 def markdown(data: dict[str, Any]) -> str:
     m, db, load = data["machine"], data["database"], data["load"]
     cfg = data["config"]
@@ -1744,6 +1820,7 @@ def markdown(data: dict[str, Any]) -> str:
         f" {db['heap_bytes'] / 2**30:.2f} GiB, indexes {db['index_bytes'] / 2**30:.2f} GiB"
         f" (database {db['database_bytes'] / 2**30:.2f} GiB); audit_stats_hourly"
         f" {db['stats_hourly_rows']:,} rows.",
+        *_daily_stats_lines(data),
         f"* Per tenant {USERS_PER_TENANT:,} users (activity ~ 1/rank^{USER_ZIPF}),"
         f" {RESOURCES_PER_TENANT:,} resources of {len(RESOURCE_TYPES)} types"
         f" (popularity ~ 1/rank^{RESOURCE_ZIPF}), actions VIEW/UPDATE/CREATE/DELETE"
@@ -2033,7 +2110,16 @@ def observations(data: dict[str, Any]) -> list[str]:
         )
     first = ip.get("list_first", {})
     day = ip.get("list_one_day", {})
-    if first and day:
+    if first and day and data.get("code", {}).get("list_windows"):
+        fx = first["explain"]
+        out.append(
+            "* **Listing searches widening windows** (auditlog.reads.LIST_WINDOWS: 1, 7, 31"
+            " days back from the newest row the page can hold, then everything): the first"
+            f" page's statement plans {fx['partition_scans']} partitions in"
+            f" {fx['planning_ms']} ms and executes in {fx['execution_ms']} ms (the unbounded"
+            " statement planned all daily partitions: see the baseline's EXPLAIN)."
+        )
+    elif first and day:
         fx, dx = first["explain"], day["explain"]
         api_cpu = scen["list_first"]["median"].get("api_cpu_ms")
         out.append(
@@ -2081,12 +2167,22 @@ def observations(data: dict[str, Any]) -> list[str]:
             else "the scan walks every row of the tenant through the time index"
         )
         jit = " with JIT (see above for jit off)" if nx.get("jit_ms") else ""
-        out.append(
-            "* **An ip filter that matches little reads far too much.** There is no index on"
-            f" ip_address. For a /24 without events {how}: {_buffers_gib(nx['plan']):.1f} GiB"
-            f" of buffers, {nx['execution_ms']:,.0f} ms{jit}. The office /24 (~4 % of"
-            " events) finds its 100 rows after ~2,500 rows of the time index."
+        ip_index = any(
+            "ip_address" in d for d in data.get("database", {}).get("indexes", {}).values()
         )
+        if ip_index:
+            out.append(
+                f"* **ip filter for a /24 without events**: {nx['execution_ms']:,.1f} ms"
+                f" execution, {_buffers_gib(nx['plan']):.3f} GiB of buffers, with the index"
+                " on (tenant_id, ip_address) (migration 0006)."
+            )
+        else:
+            out.append(
+                "* **An ip filter that matches little reads far too much.** There is no index on"
+                f" ip_address. For a /24 without events {how}: {_buffers_gib(nx['plan']):.1f} GiB"
+                f" of buffers, {nx['execution_ms']:,.0f} ms{jit}. The office /24 (~4 % of"
+                " events) finds its 100 rows after ~2,500 rows of the time index."
+            )
     for key in stats_keys:
         entry = ip.get(key)
         if not entry:
@@ -2098,6 +2194,17 @@ def observations(data: dict[str, Any]) -> list[str]:
             by_name[st["name"]] = by_name.get(st["name"], 0) + st["median_ms_in_call"]
             rows_by_name[st["name"]] = rows_by_name.get(st["name"], 0) + st["rows_returned"]
             jit_ms += st.get("jit_ms") or 0
+        if "built_days" in by_name:  # the daily aggregates (migration 0006)
+            parts = ", ".join(
+                f"{name} {ms:,.1f} ms ({rows_by_name[name]:,} rows)"
+                for name, ms in sorted(by_name.items(), key=lambda kv: -kv[1])
+            )
+            out.append(
+                f"* **Stats ({key}): {entry['tenant_stats_ms']:,.1f} ms in-process** from"
+                " daily_stats for the built days, hourly aggregates and raw rows for the rest:"
+                f" {parts}; Python {entry['python_ms']:,.1f} ms."
+            )
+            continue
         tops = by_name.get("stats_top_resources", 0) + by_name.get("stats_top_users", 0)
         scanned = [
             int(m[1]) * int(m[2])
@@ -2199,6 +2306,9 @@ def suggestions(data: dict[str, Any]) -> list[str]:
     code = data.get("code", {})
     jit_off = code.get("jit_off_in_sessions", False)
     csv_copy = code.get("csv_export", "").startswith("COPY")
+    list_windows = code.get("list_windows", False)
+    ip_index = any("ip_address" in d for d in data.get("database", {}).get("indexes", {}).values())
+    daily_stats = code.get("daily_stats", False)
     items = []
     if not jit_off:
         items.append(
@@ -2208,34 +2318,41 @@ def suggestions(data: dict[str, Any]) -> list[str]:
             " a filtered first page into a 0.5-2 s request whenever the planner's estimate"
             " crosses 100,000, and delays a large export's first byte by seconds."
         )
-    items += [
-        "**Let the planner prune partitions in list_events**: (a) next to the keyset row"
-        " comparison add the plain bound `created_at <= %(after_created)s` (`>=` for"
-        " order=asc), which prunes every newer partition at plan time; (b) search a window"
-        " first (the newest day, or the day of the cursor), then widen it (7 days, 31 days,"
-        " everything) only when fewer than limit+1 rows came back. A typical first page then"
-        " plans 1-2 partitions (the one-day scenario plans in a fraction of a millisecond)."
-        " (c) Or keep fewer partitions: retention deletes a verified seq prefix row by row"
-        " rather than dropping partitions, so weekly (or monthly) partitions lose nothing and"
-        " cut the planner's work 7x (30x). Prepared statements with generic plans are no cure"
-        " on PostgreSQL 15: they still lock and set up every partition at each execution.",
-        "**Index the ip filter** for rare networks: `CREATE INDEX ON audit_logs (tenant_id,"
-        " ip_address)`; a btree serves `ip_address <<= network` as a range (checked with"
-        " EXPLAIN on the small bench database: `Index Cond: ip_address >= '198.51.100.0/24'"
-        " AND ip_address <= '198.51.100.255'`), and the planner keeps walking the time index"
-        " for common networks. Or require from/to with ip, so that the window bounds the scan.",
-        "**Stats**: (a) aggregate in SQL, not Python: one statement with `GROUP BY GROUPING"
-        " SETS ((action_type), (severity), (resource_type), (date_trunc(bucket, hour)))` over"
-        " audit_stats_hourly returns ~50 rows instead of tens of thousands, and last_7_days"
-        " becomes one `sum(events)`; (b) keep a daily rollup beside the hourly one for ranges"
-        " over a few days (24x fewer rows); (c) top resources and top users must not scan raw"
-        " rows per request: keep `audit_stats_daily_users (tenant_id, day, user_id, events)`"
-        " in the drain's transaction like audit_stats_hourly (about 1,000 rows per"
-        " tenant-day, 10x fewer than events), and for resources either the same table"
-        " limited to each day's top few hundred (exact for heavy hitters) or a Dagster asset"
-        " that precomputes the default 30-day tops per tenant; (d) cache the answer per"
-        " (tenant, from, to, bucket) for a minute with `now` rounded to the minute.",
-    ]
+    if not list_windows:
+        items.append(
+            "**Let the planner prune partitions in list_events**: (a) next to the keyset row"
+            " comparison add the plain bound `created_at <= %(after_created)s` (`>=` for"
+            " order=asc), which prunes every newer partition at plan time; (b) search a window"
+            " first (the newest day, or the day of the cursor), then widen it (7 days, 31 days,"
+            " everything) only when fewer than limit+1 rows came back. A typical first page then"
+            " plans 1-2 partitions (the one-day scenario plans in a fraction of a millisecond)."
+            " (c) Or keep fewer partitions: retention deletes a verified seq prefix row by row"
+            " rather than dropping partitions, so weekly (or monthly) partitions lose nothing and"
+            " cut the planner's work 7x (30x). Prepared statements with generic plans are no cure"
+            " on PostgreSQL 15: they still lock and set up every partition at each execution."
+        )
+    if not ip_index:
+        items.append(
+            "**Index the ip filter** for rare networks: `CREATE INDEX ON audit_logs (tenant_id,"
+            " ip_address)`; a btree serves `ip_address <<= network` as a range (checked with"
+            " EXPLAIN on the small bench database: `Index Cond: ip_address >= '198.51.100.0/24'"
+            " AND ip_address <= '198.51.100.255'`), and the planner keeps walking the time index"
+            " for common networks. Or require from/to with ip, so that the window bounds the scan."
+        )
+    if not daily_stats:
+        items.append(
+            "**Stats**: (a) aggregate in SQL, not Python: one statement with `GROUP BY GROUPING"
+            " SETS ((action_type), (severity), (resource_type), (date_trunc(bucket, hour)))` over"
+            " audit_stats_hourly returns ~50 rows instead of tens of thousands, and last_7_days"
+            " becomes one `sum(events)`; (b) keep a daily rollup beside the hourly one for ranges"
+            " over a few days (24x fewer rows); (c) top resources and top users must not scan raw"
+            " rows per request: keep `audit_stats_daily_users (tenant_id, day, user_id, events)`"
+            " in the drain's transaction like audit_stats_hourly (about 1,000 rows per"
+            " tenant-day, 10x fewer than events), and for resources either the same table"
+            " limited to each day's top few hundred (exact for heavy hitters) or a Dagster asset"
+            " that precomputes the default 30-day tops per tenant; (d) cache the answer per"
+            " (tenant, from, to, bucket) for a minute with `now` rounded to the minute."
+        )
     if csv_copy:
         items.append(
             "**Export**: CSV is COPY-fast now, but its JSON cells and line endings differ from"
@@ -2337,10 +2454,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def code_facts() -> dict[str, Any]:
     """What of the application's code decides the numbers (it changes between runs)."""
     import auditlog.reads as reads
+    import auditlog.stats as stats
 
     return {
         "session_options": SESSION_OPTIONS,
         "jit_off_in_sessions": "jit=off" in SESSION_OPTIONS,
+        "list_windows": hasattr(reads, "LIST_WINDOWS"),
+        "daily_stats": hasattr(stats, "STATS_QUERIES"),
         "csv_export": (
             "COPY (auditlog.reads.copy_csv)"
             if hasattr(reads, "copy_csv")
@@ -2488,6 +2608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url, meta, reused = ensure_database(args, settings.database_url)
     db_name = url.rsplit("/", 1)[1]
     try:
+        daily = prepare_daily_stats(url)
         if args.load_only:
             return 0
         plan = _plan_from(meta)
@@ -2509,6 +2630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "plan": meta["plan"],
             "load": meta["load"],
             "database": database_facts(url),
+            "daily_stats": daily,
             "targets": {k: v[0] for k, v in TARGETS.items()},
             "code": code_facts(),
         }

@@ -222,3 +222,56 @@ def api_log_tail(target: Target) -> str:
 
 def api_pgrp(target: Target) -> int:
     return os.getpgid(target.api.process.pid)
+
+
+# ---------------------------------------------------------------------------------------
+# The seed-style baseline (bench/baselines/seed_api.py) on the same servers.
+
+
+@contextmanager
+def baseline_under_test(workers: int, worker_class: str | None) -> Iterator[Target]:
+    """The baseline app under the same gunicorn settings as the platform, with its own
+    database (the seed's schema), queue and per-tenant OpenSearch indices, all removed
+    afterwards."""
+    from opensearchpy import OpenSearch
+
+    from bench.baselines.seed_api import SCHEMA
+
+    use_stack_env()
+    base = Settings.from_env()
+    suffix = uuid.uuid4().hex[:10]
+    name = f"auditlog_baseline_{suffix}"
+    url = f"{base.database_url.rsplit('/', 1)[0]}/{name}"
+    prefix = f"bench-baseline-{suffix}"
+    _execute_admin(base.database_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    sqs = make_sqs_client(base)
+    queue_name = f"bench-baseline-{suffix}"
+    search = OpenSearch(base.opensearch_url, timeout=30)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SCHEMA)  # the seed's table and indexes, no partitions
+        queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        settings = replace(base, database_url=url, sqs_queue_name=queue_name)
+        cmd = gunicorn_command(free_port(), workers, worker_class)
+        port = int(cmd[cmd.index("--bind") + 1].rsplit(":", 1)[1])
+        cmd[cmd.index("api:create_app()")] = "bench.baselines.seed_api:create_app()"
+        env = {
+            **platform.platform_env(),
+            "DATABASE_URL": url,
+            "BASELINE_QUEUE_URL": queue_url,
+            "BASELINE_INDEX_PREFIX": prefix,
+        }
+        child = platform.spawn("baseline", cmd, env, LOG_DIR)
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            platform.wait_http(f"{base_url}/healthz", 60, child)
+            token = mint_token(settings, tenant_id=uuid.uuid4(), role="writer")
+            yield Target(base_url, token, settings, sqs, child)
+        finally:
+            platform.stop_children([child])
+    finally:
+        with suppress(Exception):
+            search.indices.delete(index=f"{prefix}-*")
+        delete_queues(sqs, [queue_name])
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        _execute_admin(base.database_url, drop.format(sql.Identifier(name)))

@@ -1,0 +1,1 @@
+"""Baselines that bench/ compares the platform against, run on the same servers."""
