@@ -39,12 +39,12 @@ test: install
 	eval "$$($(STACK) env)"; status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	$(BIN)/python infra/stack.py down --started-file .dev/run/test-started; exit $$status
 
-# Ingest throughput and latency (bench/ingest.py, about 4 minutes): starts the servers it
-# needs like `test` (and stops again only those it started); writes bench/results/ingest.md.
-# Options: make bench BENCH_ARGS='--quick' (see .venv/bin/python -m bench.ingest --help).
+# Every benchmark in bench/ (bench/all.py), then BENCHMARKS.md: starts the servers it needs
+# like `test` (and stops again only those it started); writes bench/results/<name>.md.
+# Options: make bench BENCH_ARGS='--quick' or BENCH_ARGS='--only ingest,drain'.
 bench: install
 	$(BIN)/python infra/stack.py up --started-file .dev/run/bench-started
-	status=0; $(BIN)/python -m bench.ingest $(BENCH_ARGS) || status=$$?; \
+	status=0; $(BIN)/python -m bench.all $(BENCH_ARGS) || status=$$?; \
 	$(BIN)/python infra/stack.py down --started-file .dev/run/bench-started; exit $$status
 
 test-unit: install
