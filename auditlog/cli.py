@@ -7,6 +7,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from auditlog.settings import Settings
 
@@ -53,6 +54,23 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def _verify_export(_settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.offline_verify import verify_files
+
+    report = verify_files(args.events, args.digests, args.public_key)
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
+
+
+def _digest_public_key(settings: Settings, _args: argparse.Namespace) -> int:
+    from auditlog.digests import key_id, load_signing_key, public_key_pem
+
+    public = load_signing_key(settings.digest_signing_key).public_key()
+    print(f"# key_id {key_id(public)}")
+    print(public_key_pem(public), end="")
+    return 0
+
+
 def _redrive(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.queue import EventQueue
 
@@ -69,7 +87,12 @@ def _drain(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.queue import EventQueue
 
     configure_logging(settings.log_level)
-    drainer = Drainer(EventQueue.from_settings(settings), settings.database_url, args.batch_size)
+    drainer = Drainer(
+        EventQueue.from_settings(settings),
+        settings.database_url,
+        args.batch_size,
+        settings.drain_batch_events,
+    )
     stats = drainer.run(args.seconds, args.idle_seconds)
     print(
         json.dumps(
@@ -109,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--from-seq", type=int, default=1)
     verify.add_argument("--to-seq", type=int, default=None)
     verify.set_defaults(func=_verify)
+
+    offline = sub.add_parser(
+        "verify-export",
+        help="verify exported/archived events against signed digests, offline; exit 1 on a problem",
+    )
+    offline.add_argument(
+        "--events", type=Path, nargs="+", required=True, help="NDJSON/Parquet files or directories"
+    )
+    offline.add_argument(
+        "--digests", type=Path, nargs="+", required=True, help="digest .json files or directories"
+    )
+    offline.add_argument(
+        "--public-key", type=Path, nargs="+", required=True, help="Ed25519 public key .pem files"
+    )
+    offline.set_defaults(func=_verify_export)
+
+    sub.add_parser(
+        "digest-public-key", help="print the public key of DIGEST_SIGNING_KEY (PEM) for verifiers"
+    ).set_defaults(func=_digest_public_key)
 
     drain = sub.add_parser(
         "drain", help="drain the queue into PostgreSQL without Dagster (operators, tests)"

@@ -211,10 +211,20 @@ def store_batch(
 class Drainer:
     """Drains the queue into PostgreSQL; one instance per drain run."""
 
-    def __init__(self, queue: EventQueue, database_url: str, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        queue: EventQueue,
+        database_url: str,
+        batch_size: int = 500,
+        batch_events: int = 10_000,
+    ) -> None:
         self.queue = queue
         self.database_url = database_url
         self.batch_size = batch_size
+        # Events per transaction (at message granularity): a receive of compressed messages
+        # can bring 100,000 events; stored in slices, the next slice is parsed while one
+        # is written.
+        self.batch_events = batch_events
         self.partitions = PartitionCache()
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -342,7 +352,9 @@ class Drainer:
         try:
             while not should_stop():
                 now = time.monotonic()
-                if now - started >= time_budget_s or now - last_activity >= idle_s:
+                # Idle means nothing arrived: a batch the fetcher is still parsing counts.
+                quiet_since = now if fetcher.parsing else max(last_activity, fetcher.last_received)
+                if now - started >= time_budget_s or now - quiet_since >= idle_s:
                     break
                 batch = fetcher.next(timeout=min(0.5, idle_s))
                 if batch is None:
@@ -392,6 +404,10 @@ class _Fetcher:
         self._stopping = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        # When messages last arrived (monotonic), and whether a batch is being parsed: read
+        # by the storing thread's idle check.
+        self.last_received = 0.0
+        self.parsing = False
         self._thread = threading.Thread(target=self._loop, name="drain-fetcher", daemon=True)
 
     def start(self) -> None:
@@ -439,16 +455,46 @@ class _Fetcher:
                 messages = self._drainer.collect(self._wait_seconds)
                 if not messages:
                     continue
-                batch: _Batch = (messages, *parse_messages(messages))
+                self.parsing = True
+                try:
+                    self._hand_over_in_slices(messages)
+                finally:
+                    self.last_received = time.monotonic()
+                    self.parsing = False
+            except _Stopped:
+                return
             except Exception as exc:  # noqa: BLE001 (handed to the storing thread)
                 self._ready.put(exc)
                 return
-            while True:
-                if self._stopping.is_set():
-                    self._release(messages)
-                    return
-                try:
-                    self._ready.put(batch, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+
+    def _hand_over_in_slices(self, messages: list[ReceivedMessage]) -> None:
+        """Parse message by message; hand over a slice whenever it holds enough events."""
+        limit = self._drainer.batch_events
+        taken: list[ReceivedMessage] = []
+        good: list[ParsedMessage] = []
+        bad: list[ReceivedMessage] = []
+        events = 0
+        for index, message in enumerate(messages):
+            one_good, one_bad = parse_messages([message])
+            taken.append(message)
+            good += one_good
+            bad += one_bad
+            events += sum(len(p.records) for p in one_good)
+            if events >= limit or index == len(messages) - 1:
+                self._put((taken, good, bad), rest=messages[index + 1 :])
+                taken, good, bad, events = [], [], [], 0
+
+    def _put(self, batch: _Batch, rest: list[ReceivedMessage]) -> None:
+        while True:
+            if self._stopping.is_set():
+                self._release([*batch[0], *rest])
+                raise _Stopped
+            try:
+                self._ready.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+
+class _Stopped(Exception):
+    """The run is ending; the fetcher has released what it held."""

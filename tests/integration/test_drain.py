@@ -234,3 +234,24 @@ def test_a_batch_fetched_ahead_is_released_when_the_run_stops(
         assert sorted(stored_ids(db, tenant)) == sorted(r["id"] for r in records)
     finally:
         client.delete_queue(QueueUrl=url)
+
+
+def test_a_large_receive_is_stored_in_slices_of_whole_messages(
+    settings: Settings, queue: EventQueue, db: psycopg.Connection[Any], tenant: uuid.UUID
+) -> None:
+    """Compressed messages carry thousands of events; the drain stores a receive in
+    transactions of about ``batch_events`` (never splitting a message), parsing the next
+    slice while one is written."""
+    records = make_records(tenant, 450)
+    bodies = [
+        body for start in range(0, 450, 150) for body in pack_records(records[start : start + 150])
+    ]
+    assert len(bodies) == 3
+    queue.send_bodies(bodies)
+    batches: list[int] = []
+    stats = Drainer(queue, settings.database_url, batch_size=500, batch_events=100).run(
+        time_budget_s=20, idle_s=1.5, on_batch=lambda r: batches.append(r.events_received)
+    )
+    assert stats.stored == 450
+    assert batches == [150, 150, 150]  # one message per slice: each holds more than 100
+    assert verify_tenant_chain(db, tenant)["ok"]
