@@ -153,6 +153,7 @@ def query_rows(d: dict[str, Any]) -> list[Row]:
 
 
 def search_rows(d: dict[str, Any]) -> list[Row]:
+    """Benchmarks that list their own headline rows (``summary_rows``)."""
     rows: list[Row] = []
     for item in d.get("summary_rows", []):
         rows.append(
@@ -167,6 +168,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("stream", "Live tail (bench/stream.py)", stream_rows),
     ("query", "Read API (bench/query.py)", query_rows),
     ("search", "Search (bench/search.py)", search_rows),
+    ("soak", "Soak (bench/soak.py)", search_rows),
 )
 
 
