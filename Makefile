@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STACK  := $(BIN)/python infra/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-fast lint format up down status env migrate token tenant clean bench
+.PHONY: help install run test test-unit test-fast lint format up down status env migrate token tenant clean bench soak
 
 help:
 	@echo "make run     start the whole platform (API :8000, Dagster UI :3000, local servers)"
@@ -46,6 +46,20 @@ bench: install
 	$(BIN)/python infra/stack.py up --started-file .dev/run/bench-started
 	status=0; $(BIN)/python -m bench.all $(BENCH_ARGS) || status=$$?; \
 	$(BIN)/python infra/stack.py down --started-file .dev/run/bench-started; exit $$status
+
+# The reliability suite (tests/reliability/) with SOAK_FACTOR (default 10) times the data
+# and time budgets, then bench/soak.py (10 minutes of mixed load at 500 requests/s; the RSS
+# of the API and of the drain must stay flat): long runs, not for CI. Starts and stops
+# servers like `test`. Options: make soak SOAK_FACTOR=50 PYTEST_ARGS='-k worker'
+# SOAK_ARGS=--quick
+SOAK_FACTOR ?= 10
+soak: install
+	$(BIN)/python infra/stack.py up --started-file .dev/run/soak-started
+	eval "$$($(STACK) env)"; status=0; SOAK=1 SOAK_FACTOR=$(SOAK_FACTOR) \
+	$(BIN)/python -m pytest tests/reliability -o timeout=0 $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python -m bench.soak $(SOAK_ARGS) || status=$$?; \
+	$(BIN)/python -m bench.summary >/dev/null || status=$$?; \
+	$(BIN)/python infra/stack.py down --started-file .dev/run/soak-started; exit $$status
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

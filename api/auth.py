@@ -164,9 +164,11 @@ def authenticate() -> Principal:
 
 
 def require_roles(
-    roles: frozenset[str], *, tenant: bool = True
+    roles: frozenset[str], *, tenant: bool = True, platform: bool = False
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Authenticate, then require one of ``roles`` (and a tenant in the token if ``tenant``)."""
+    """Authenticate, then require one of ``roles``, and a tenant in the token if ``tenant``,
+    or no tenant in it if ``platform``: an admin token that names a tenant is that tenant's
+    admin (cleanup, redaction) and must not manage other tenants."""
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
@@ -175,6 +177,13 @@ def require_roles(
             if principal.role not in roles:
                 raise ApiProblem(
                     403, f"The role `{principal.role}` may not do this.", kind="forbidden"
+                )
+            if platform and principal.tenant_id is not None:
+                raise ApiProblem(
+                    403,
+                    "Managing tenants needs a platform admin token (role `admin` without a "
+                    "`tenant_id` claim); this token acts inside one tenant.",
+                    kind="forbidden",
                 )
             if tenant and principal.tenant_id is None:
                 raise ApiProblem(

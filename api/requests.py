@@ -11,6 +11,16 @@ from api.errors import ApiProblem
 from auditlog.events import FieldError
 
 
+def refuse_cut_off_body(raw: bytes) -> None:
+    """413 for a body sent without Content-Length (chunked) that filled the whole
+    MAX_CONTENT_LENGTH: werkzeug stops reading there and hands over what it read, so the
+    body was cut off, and parsing the cut-off JSON would answer a misleading 400. (A body
+    of exactly the limit is refused too: it cannot be told apart without reading on.)"""
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        raise ApiProblem(413, "The request body is too large.")
+
+
 def json_body() -> Any:
     """The request's JSON value, or a 4xx problem: 415 for another media type, 400 for
     bytes that are not UTF-8 JSON (named ``body``)."""
@@ -22,6 +32,7 @@ def json_body() -> Any:
             errors=[FieldError("Content-Type", "must be application/json")],
         )
     raw = request.get_data()  # cached: the Idempotency-Key fingerprint reads it again
+    refuse_cut_off_body(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

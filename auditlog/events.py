@@ -58,12 +58,19 @@ class FieldError:
     message: str
 
 
-def _json_depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_json_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_json_depth(v) for v in value), default=0)
-    return 0
+def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply objects and arrays nest in ``value``, counted level by level without
+    recursion and only up to ``limit + 1``: a client picks the depth, and a recursive count
+    of a few hundred levels raised RecursionError (a 500) instead of the 422."""
+    depth = 0
+    level = [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
 
 
 def canonical_json(value: Any) -> str:
@@ -265,7 +272,10 @@ def parse_event(
     encoded = json_bytes(raw)
     # Without the fast spelling (a lone surrogate, a huge integer), measure the careful way;
     # a lone surrogate is then reported by the field that holds it, below.
-    size = len(encoded) if encoded is not None else json_size(raw)
+    try:
+        size = len(encoded) if encoded is not None else json_size(raw)
+    except RecursionError:  # the careful way recurses; past ~1000 levels it cannot measure
+        return None, [FieldError(where, "nests too deeply")]
     if size > MAX_EVENT_BYTES:
         return None, [FieldError(where, f"event is larger than {MAX_EVENT_BYTES} bytes")]
     try:

@@ -122,7 +122,7 @@ def _audit(
 
 
 @bp.get("")
-@require_roles(ADMIN_ROLES, tenant=False)
+@require_roles(ADMIN_ROLES, tenant=False, platform=True)
 def list_tenants() -> Response:
     errors = []
     name = request.args.get("name")
@@ -166,7 +166,7 @@ def list_tenants() -> Response:
 
 
 @bp.post("")
-@require_roles(ADMIN_ROLES, tenant=False)
+@require_roles(ADMIN_ROLES, tenant=False, platform=True)
 def create_tenant() -> tuple[Response, int, dict[str, str]]:
     body = _validate(TenantCreate, json_body())
     svc = services()
@@ -180,7 +180,7 @@ def create_tenant() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/<tenant_id>")
-@require_roles(ADMIN_ROLES, tenant=False)
+@require_roles(ADMIN_ROLES, tenant=False, platform=True)
 def get_tenant(tenant_id: str) -> Response:
     with services().pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(QUERIES["get_tenant"], {"id": _tenant_id(tenant_id)}).fetchone()
@@ -190,7 +190,7 @@ def get_tenant(tenant_id: str) -> Response:
 
 
 @bp.patch("/<tenant_id>")
-@require_roles(ADMIN_ROLES, tenant=False)
+@require_roles(ADMIN_ROLES, tenant=False, platform=True)
 def update_tenant(tenant_id: str) -> Response:
     patch = _validate(TenantPatch, json_body())
     tid = _tenant_id(tenant_id)

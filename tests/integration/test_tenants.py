@@ -129,7 +129,8 @@ def test_only_platform_admins_manage_tenants(
     token_for: Callable[..., str],
     db: psycopg.Connection[Any],
 ) -> None:
-    for role in ("user", "writer", "reader", "auditor"):
+    # A tenant's own admin (role admin with a tenant_id) is not a platform admin either.
+    for role in ("user", "writer", "reader", "auditor", "admin"):
         headers = {"Authorization": f"Bearer {token_for(tenant, role)}"}
         assert client.get("/api/v1/tenants", headers=headers).status_code == 403
         assert (

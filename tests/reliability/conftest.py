@@ -22,6 +22,15 @@ from auditlog.queue import EventQueue, ensure_queues, make_sqs_client
 from auditlog.settings import Settings
 from auditlog.verify import verify_tenant_chain
 
+# `make soak` sets SOAK=1: every case runs with SOAK_FACTOR (default 10) times the data and
+# the time budgets. CI runs the small sizes.
+SOAK_FACTOR = int(os.environ.get("SOAK_FACTOR", "10")) if os.environ.get("SOAK") == "1" else 1
+
+
+def scaled(n: int) -> int:
+    """``n`` in CI, ``n * SOAK_FACTOR`` under `make soak`."""
+    return n * SOAK_FACTOR
+
 
 @pytest.fixture
 def fault_settings(settings: Settings) -> Iterator[Settings]:

@@ -11,7 +11,7 @@ import psycopg
 from auditlog.queue import EventQueue, encode_envelope, pack_records
 from auditlog.settings import Settings
 from infra.stack import Postgres
-from tests.reliability.conftest import make_records, start_drain, stored_count
+from tests.reliability.conftest import make_records, scaled, start_drain, stored_count
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -31,7 +31,7 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
     assert_exactly_once: Callable[..., None],
 ) -> None:
     tenants = [new_tenant() for _ in range(3)]
-    records = make_records(tenants, 1000)
+    records = make_records(tenants, scaled(1000))
     # Small messages, so the drain works through many batches: a kill lands mid-batch.
     fault_queue.send_bodies(list(pack_records(records, max_bytes=8_000, compress=False)))
 
@@ -46,8 +46,8 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
         assert drain.returncode == -signal.SIGKILL
     assert 0 < stored_count(db, tenants) < len(records)
 
-    finisher = start_drain(fault_settings, seconds=120, idle=6)
-    _, err = finisher.communicate(timeout=150)
+    finisher = start_drain(fault_settings, seconds=scaled(120), idle=6)
+    _, err = finisher.communicate(timeout=scaled(150))
     assert finisher.returncode == 0, err
     assert_exactly_once(records, tenants)
     assert fault_queue.dead_letter_backlog().visible == 0
@@ -60,8 +60,8 @@ def test_postgres_stopped_for_30s_during_load_loses_nothing(
     new_tenant: Callable[..., uuid.UUID],
 ) -> None:
     tenants = [new_tenant() for _ in range(2)]
-    records = make_records(tenants, 600)
-    drain = start_drain(fault_settings, seconds=150, idle=12, batch_size=100)
+    records = make_records(tenants, scaled(600))
+    drain = start_drain(fault_settings, seconds=scaled(150), idle=12, batch_size=100)
     postgres = Postgres()
     try:
         # Load arrives before, during and after the outage.
@@ -78,7 +78,7 @@ def test_postgres_stopped_for_30s_during_load_loses_nothing(
         postgres.up()
         for chunk in chunks[4:]:
             fault_queue.send_bodies([encode_envelope(chunk)])
-        _, err = drain.communicate(timeout=150)
+        _, err = drain.communicate(timeout=scaled(150))
     finally:
         if not postgres.running():
             postgres.up()
@@ -116,11 +116,13 @@ def test_concurrent_drains_keep_every_chain_linear(
     assert_exactly_once: Callable[..., None],
 ) -> None:
     tenants = [new_tenant() for _ in range(4)]
-    records = make_records(tenants, 400)
+    records = make_records(tenants, scaled(400))
     # Every message holds events of every tenant, so both drains contend for every head.
     fault_queue.send_bodies(list(pack_records(records, max_bytes=6_000, compress=False)))
-    drains = [start_drain(fault_settings, seconds=90, idle=4, batch_size=30) for _ in range(3)]
+    drains = [
+        start_drain(fault_settings, seconds=scaled(90), idle=4, batch_size=30) for _ in range(3)
+    ]
     for drain in drains:
-        _, err = drain.communicate(timeout=120)
+        _, err = drain.communicate(timeout=scaled(120))
         assert drain.returncode == 0, err
     assert_exactly_once(records, tenants)

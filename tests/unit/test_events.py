@@ -112,6 +112,25 @@ def test_json_objects_are_bounded_in_size_and_depth() -> None:
     assert "deeper" in errors_of({**VALID, "metadata": deep})["metadata"]
 
 
+def test_depth_past_the_recursion_limit_is_a_field_error() -> None:
+    """The depth is counted without recursion: thousands of levels are the same field error
+    (a recursive count raised RecursionError, an API 500, from a few hundred levels)."""
+    nested: list[object] = []
+    for _ in range(600):
+        nested = [nested]
+    for field in ("metadata", "before_state", "after_state"):
+        assert "deeper" in errors_of({**VALID, field: {"a": nested}})[field]
+    for _ in range(5_000):
+        nested = [nested]
+    assert errors_of({**VALID, "metadata": {"a": nested}}) == {"body": "nests too deeply"}
+    exactly: dict[str, object] = {}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        exactly = {"n": exactly}
+    event, errors = parse_event({**VALID, "metadata": exactly}, TENANT)
+    assert errors == []
+    assert event is not None
+
+
 def test_whole_event_is_bounded_before_field_checks() -> None:
     body = {**VALID, "metadata": {"x": "y" * (MAX_EVENT_BYTES)}}
     assert errors_of(body) == {"body": f"event is larger than {MAX_EVENT_BYTES} bytes"}
