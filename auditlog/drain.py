@@ -161,12 +161,24 @@ class PartitionCache:
 
     def ensure(self, conn: psycopg.Connection[Any], days: set[date]) -> None:
         missing = days - self._known
-        if not missing:
-            return
-        conn.execute(
-            QUERIES["ensure_partitions"], {"first_day": min(missing), "last_day": max(missing)}
-        )
+        # One call per run of consecutive days: a batch mixing a years-old backfilled event
+        # with today's must not create every partition in between (thousands of tables,
+        # and queries over all of them run out of lock slots).
+        for first_day, last_day in _day_runs(sorted(missing)):
+            conn.execute(
+                QUERIES["ensure_partitions"], {"first_day": first_day, "last_day": last_day}
+            )
         self._known |= missing
+
+
+def _day_runs(days: Sequence[date]) -> list[tuple[date, date]]:
+    runs: list[tuple[date, date]] = []
+    for day in days:
+        if runs and (day - runs[-1][1]).days == 1:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def store_batch(
