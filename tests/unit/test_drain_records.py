@@ -1,3 +1,4 @@
+"""Pure helpers of the drain."""
 
 
 def test_partitions_are_made_per_run_of_consecutive_days_not_for_the_span() -> None:
