@@ -106,6 +106,14 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Chil
     return Child(name, process, log)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_children(children: list[Child], timeout: float = 20) -> None:
     for child in children:
         if child.process.poll() is None:
@@ -118,6 +126,14 @@ def stop_children(children: list[Child], timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
+    # The leaders are gone; their groups may not be (Dagster's code servers outlive the
+    # webserver and daemon that started them, orphaned). Give them until the deadline,
+    # then kill what is left, so a stop leaves no process behind.
+    for child in children:
+        while _group_alive(child.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, signal.SIGKILL)
 
 
 def wait_http(url: str, timeout: float, child: Child) -> None:
