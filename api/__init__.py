@@ -19,6 +19,7 @@ from api.logs import reads as _log_reads  # noqa: F401 (registers the read route
 from api.logs.views import bp as logs_bp
 from api.observability import install_request_context
 from api.services import Services
+from api.stream import init_stream
 from api.tenants.views import bp as tenants_bp
 from auditlog.logs import configure_logging
 from auditlog.queue import EventQueue
@@ -52,5 +53,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(tenants_bp)
+    init_stream(app)
     app.register_blueprint(docs_bp)
     return app

@@ -410,13 +410,19 @@ def markdown(data: dict[str, Any]) -> str:
     facts, lat, http = data["machine"], data["latency"], data["http"]
     runs, sockets = http["runs"], str(data["config"]["sockets"])
     ok = lambda value, target: "yes" if value <= target else "**no**"  # noqa: E731
+    deflate = (
+        "offered by the clients (as browsers do), not negotiated by the server"
+        if lat["compression"]
+        else "not offered"
+    )
     lines = [
         "# Live-tail benchmark",
         "",
         f"`.venv/bin/python -m bench.stream` on {facts['nproc']} cores ({facts['cpu_model']}), "
         f"{facts['memory_gib']} GiB, Python {facts['python']}; commit "
         f"`{facts['git_commit'][:12]}`{' (dirty)' if facts['git_dirty'] else ''}, "
-        f"{facts['measured_at']}. Load average at start: {facts['loadavg_at_start']}. "
+        f"{facts['measured_at']}. Load average at start: "
+        f"{', '.join(f'{x:.2f}' for x in facts['loadavg_at_start'])}. "
         "API: gunicorn, gevent worker, 2 workers, on loopback; PostgreSQL, ElasticMQ and the "
         "clients on the same machine.",
         "",
@@ -424,8 +430,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"{lat['clients']} clients tail one tenant while the drain commits "
         f"{lat['rate_events_per_s']:g} events/s (single-event SQS messages) for "
-        f"{lat['seconds']:g} s; per-message deflate "
-        f"{'negotiated (as browsers do)' if lat['compression'] else 'off'}. Commit time: the "
+        f"{lat['seconds']:g} s, clients in {lat['client_processes']} processes; per-message "
+        f"deflate {deflate}. Commit time: the "
         "drain's NOTIFY received by a LISTEN connection of the benchmark process.",
         "",
         "| measure | result | target | met |",
@@ -454,30 +460,52 @@ def markdown(data: dict[str, Any]) -> str:
         f"runs alternating without and with {sockets} idle live-tail sockets open (held by "
         "the benchmark process; heartbeats and pings every 5 s).",
         "",
-        "| sockets open | requests/s | p50 ms | p99 ms | max ms | errors |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| sockets open | requests/s | p50 ms | p99 ms | max ms | errors | API cores | "
+        "other processes' cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         lines.append(
             f"| {run['sockets_open']} | {run['ok_per_s']:,} | {run['latency_ms']['p50']} | "
             f"{run['latency_ms']['p99']} | {run['latency_ms']['max']} | "
-            f"{run['unexpected_status'] + run['socket_errors']} |"
+            f"{run['unexpected_status'] + run['socket_errors']} | "
+            f"{run['cores'].get('api (gunicorn)', 0)} | {run['cores'].get('other', 0)} |"
         )
+    api_us_per_delivery = (
+        lat["cores"].get("api (gunicorn)", 0) / max(1.0, lat["deliveries"] / lat["seconds"]) * 1e6
+    )
     base_p99, loaded_p99 = _median(runs, "0", "p99"), _median(runs, sockets, "p99")
     base_p50, loaded_p50 = _median(runs, "0", "p50"), _median(runs, sockets, "p50")
     lines += [
         "",
-        f"Medians: p50 {base_p50} ms without, {loaded_p50} ms with {sockets} sockets "
-        f"(x{loaded_p50 / base_p50:.2f}); p99 {base_p99} ms without, {loaded_p99} ms with "
-        f"(x{loaded_p99 / base_p99:.2f}).",
+        f"Medians: p50 {base_p50:.1f} ms without, {loaded_p50:.1f} ms with {sockets} sockets "
+        f"(x{loaded_p50 / base_p50:.2f}); p99 {base_p99:.1f} ms without, {loaded_p99:.1f} ms "
+        f"with (x{loaded_p99 / base_p99:.2f}).",
         "",
-        "Sockets per round: "
+        "Sockets per round (spread over the API's 2 workers by the kernel): "
         + "; ".join(
             f"{h['ready']} ready in {h['open_seconds']} s, {h['still_open_after_http_run']} "
             "still open after the HTTP run"
             for h in http["sockets"]
         )
         + ".",
+        "",
+        "## Notes",
+        "",
+        "* The machine is shared: the `other` figures are CPU that unrelated work used during "
+        "the same runs (load average above). The API itself needed "
+        f"{api_us_per_delivery:.0f} µs of CPU per delivered event in the latency run "
+        f"({lat['cores'].get('api (gunicorn)', 0)} cores for "
+        f"{lat['deliveries'] / lat['seconds']:,.0f} deliveries/s): a committed event is read "
+        "from PostgreSQL and rendered into a WebSocket frame once per API process, and each "
+        "socket gets the bytes of that frame, one write per drain commit.",
+        "* The API's own CPU is small next to the latencies, so they most likely come from "
+        "waiting for a CPU: with both cores nearly always busy, each hop (PostgreSQL -> API "
+        "worker -> client process) waits its turn, and the results move with the load "
+        "other work puts on the machine.",
+        "* The clients run in several processes because one asyncio process reading 100 "
+        "sockets (10,000 messages/s) lagged behind by itself on this machine and made the "
+        "latency its own.",
         "",
     ]
     return "\n".join(lines)
@@ -501,6 +529,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="offer per-message deflate in the latency run (browsers do)",
     )
+    p.add_argument("--report-only", action="store_true", help="rewrite stream.md from .json")
     p.add_argument("--latency-only", action="store_true", help="no HTTP runs, no report")
     p.add_argument("--quick", action="store_true", help="10 clients, 5 s, 100 sockets, 1 round")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -513,6 +542,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        data = json.loads((args.out_dir / "stream.json").read_text())
+        (args.out_dir / "stream.md").write_text(markdown(data))
+        return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard, max(soft, 4 * args.sockets + 1000))
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))  # gunicorn inherits it
