@@ -82,7 +82,7 @@ def _unauthorized(detail: str) -> ApiProblem:
     return ApiProblem(401, detail, kind="unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
-def _principal_from_claims(claims: dict[str, Any]) -> Principal:
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
     role = claims.get("role")
     if role not in ROLES:
         raise _unauthorized("The token has no valid `role` claim.")
@@ -158,7 +158,7 @@ def authenticate() -> Principal:
         claims = get_jwt()
         if token is not None:
             _VERIFIED.put(token, claims)
-    principal = _principal_from_claims(claims)
+    principal = principal_from_claims(claims)
     g.principal = principal
     return principal
 

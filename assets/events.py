@@ -17,6 +17,10 @@ from auditlog.drain import BatchResult, Drainer
 from pipelines.resources import AuditPlatform
 
 DRAIN_TAG = "auditlog/drain"
+# The drain and retention share this Dagster pool (limit 1, run granularity, set in
+# infra/dagster/dagster.yaml): retention never drops or deletes in audit_logs while a drain
+# run is writing to it, and the next drain run starts after retention ends.
+AUDIT_LOGS_POOL = "audit_logs_writes"
 
 
 @asset(
@@ -24,10 +28,16 @@ DRAIN_TAG = "auditlog/drain"
     description="Audit events in PostgreSQL, drained from the SQS queue with an exactly-once "
     "effect (per-tenant seq and hash chain assigned at commit).",
     kinds={"postgres", "sqs"},
+    pool=AUDIT_LOGS_POOL,
 )
 def audit_events(context: AssetExecutionContext, platform: AuditPlatform) -> MaterializeResult:
     settings = platform.settings()
-    drainer = Drainer(platform.queue(), settings.database_url, settings.drain_batch_size)
+    drainer = Drainer(
+        platform.queue(),
+        settings.database_url,
+        settings.drain_batch_size,
+        settings.drain_batch_events,
+    )
 
     def on_batch(result: BatchResult) -> None:
         context.log.info(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
@@ -26,6 +26,15 @@ EVENT_COLUMNS: LiteralString = (
 )
 
 
+# Newest-first pages are searched in widening windows back from the newest row the page can
+# hold, so that the planner prunes every daily partition older than the window: planning all
+# ~100 partitions (and their indexes) costs several times more than running the query. A
+# window that yields a full page is the answer, since every row outside it is older; one that
+# does not skips the windows its row rate says are still too narrow (a rare filter goes
+# straight to the unbounded search).
+LIST_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=31))
+
+
 def list_events(
     conn: psycopg.Connection[Any],
     tenant_id: uuid.UUID,
@@ -39,16 +48,41 @@ def list_events(
     where, params = filters.where(tenant_id)
     direction = sql.SQL("DESC" if newest_first else "ASC")
     if after is not None:
-        where = sql.SQL("{} AND (created_at, id) {} (%(after_created)s, %(after_id)s)").format(
-            where, sql.SQL("<" if newest_first else ">")
+        # The plain bound beside the row comparison lets the planner prune partitions.
+        where = sql.SQL(
+            "{} AND created_at {} %(after_created)s AND (created_at, id) {} (%(after_created)s,"
+            " %(after_id)s)"
+        ).format(
+            where, sql.SQL("<=" if newest_first else ">="), sql.SQL("<" if newest_first else ">")
         )
         params.update(after_created=after[0], after_id=after[1])
-    query = sql.SQL(
-        "SELECT {columns} FROM audit_logs WHERE {where} "
-        "ORDER BY created_at {direction}, id {direction} LIMIT %(limit)s"
-    ).format(columns=sql.SQL(EVENT_COLUMNS), where=where, direction=direction)
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, {**params, "limit": limit}).fetchall()
+
+    def page(condition: sql.Composable, extra: dict[str, Any]) -> list[dict[str, Any]]:
+        query = sql.SQL(
+            "SELECT {columns} FROM audit_logs WHERE {where} "
+            "ORDER BY created_at {direction}, id {direction} LIMIT %(limit)s"
+        ).format(columns=sql.SQL(EVENT_COLUMNS), where=condition, direction=direction)
+        with conn.cursor(row_factory=dict_row) as cur:
+            # Unprepared: a prepared statement's generic plan would set up every partition.
+            return cur.execute(query, {**params, **extra, "limit": limit}, prepare=False).fetchall()
+
+    if newest_first:
+        newest = after[0] if after else (filters.created_to or datetime.now(UTC))
+        windowed = sql.SQL("{} AND created_at >= %(window_start)s").format(where)
+        wanted = LIST_WINDOWS[0]
+        for width in LIST_WINDOWS:
+            if width < wanted:
+                continue  # the rows found so far say this window is too narrow
+            window_start = newest - width
+            if filters.created_from is not None and window_start <= filters.created_from:
+                break  # the filter's own bound is narrower
+            rows = page(windowed, {"window_start": window_start})
+            if len(rows) >= limit:
+                return rows
+            # At the rate found, the width that would hold a page (no margin: a wider window
+            # than needed can mean planning every partition, which costs more than a retry).
+            wanted = width * limit / max(len(rows), 1)
+    return page(where, {})
 
 
 def iter_events(

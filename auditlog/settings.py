@@ -25,12 +25,21 @@ DEFAULTS: dict[str, str] = {
     "SQS_DLQ_NAME": "audit-events-dlq",
     "SQS_MAX_RECEIVE_COUNT": "5",
     "S3_BUCKET": "audit-archive",
+    "S3_EXPORTS_PREFIX": "exports",
+    "S3_ARCHIVE_PREFIX": "archive",
     "OPENSEARCH_URL": "http://127.0.0.1:9200",
+    # Search indices are <prefix>-YYYY.MM (template <prefix>); benchmarks use their own.
+    "SEARCH_INDEX_PREFIX": "audit-events",
     "JWT_ALGORITHM": "HS256",
     # No default secret: `make run`/`make test` generate one per checkout in .dev/jwt-secret.
     "JWT_SECRET": "",
     "JWT_PUBLIC_KEY": "",
     "JWT_PRIVATE_KEY": "",
+    # Ed25519 key that signs integrity digests (base64 of the 32-byte seed, or PKCS#8 PEM).
+    # No default: `make run`/`make test` generate one per checkout in .dev/digest-signing-key.
+    "DIGEST_SIGNING_KEY": "",
+    # Where the run-failure sensor POSTs a JSON alert (empty: the structured log line only).
+    "ALERT_WEBHOOK_URL": "",
     "API_MAX_BODY_BYTES": str(6 * 1024 * 1024),
     "API_MAX_BULK_BYTES": str(5 * 1024 * 1024),
     "API_MAX_BULK_EVENTS": "1000",
@@ -40,9 +49,15 @@ DEFAULTS: dict[str, str] = {
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "8",
     "DRAIN_BATCH_SIZE": "500",
+    "DRAIN_BATCH_EVENTS": "10000",
     "DRAIN_TIME_BUDGET_SECONDS": "120",
     "DRAIN_IDLE_SECONDS": "15",
     "DRAIN_MAX_CONCURRENT_RUNS": "1",
+    # Live tail: heartbeat (and ping) interval, and how many live events one socket may
+    # buffer (beyond that it catches up from PostgreSQL; overflowing again meanwhile
+    # closes it as a slow consumer).
+    "STREAM_HEARTBEAT_SECONDS": "15",
+    "STREAM_BUFFER_EVENTS": "1000",
     "LOG_LEVEL": "INFO",
 }
 
@@ -58,11 +73,16 @@ class Settings:
     sqs_dlq_name: str = DEFAULTS["SQS_DLQ_NAME"]
     sqs_max_receive_count: int = int(DEFAULTS["SQS_MAX_RECEIVE_COUNT"])
     s3_bucket: str = DEFAULTS["S3_BUCKET"]
+    s3_exports_prefix: str = DEFAULTS["S3_EXPORTS_PREFIX"]
+    s3_archive_prefix: str = DEFAULTS["S3_ARCHIVE_PREFIX"]
     opensearch_url: str = DEFAULTS["OPENSEARCH_URL"]
+    search_index_prefix: str = DEFAULTS["SEARCH_INDEX_PREFIX"]
     jwt_algorithm: str = DEFAULTS["JWT_ALGORITHM"]
     jwt_secret: str = DEFAULTS["JWT_SECRET"]
     jwt_public_key: str = DEFAULTS["JWT_PUBLIC_KEY"]
     jwt_private_key: str = DEFAULTS["JWT_PRIVATE_KEY"]
+    digest_signing_key: str = DEFAULTS["DIGEST_SIGNING_KEY"]
+    alert_webhook_url: str = DEFAULTS["ALERT_WEBHOOK_URL"]
     api_max_body_bytes: int = int(DEFAULTS["API_MAX_BODY_BYTES"])
     api_max_bulk_bytes: int = int(DEFAULTS["API_MAX_BULK_BYTES"])
     api_max_bulk_events: int = int(DEFAULTS["API_MAX_BULK_EVENTS"])
@@ -72,9 +92,12 @@ class Settings:
     db_pool_min: int = int(DEFAULTS["DB_POOL_MIN"])
     db_pool_max: int = int(DEFAULTS["DB_POOL_MAX"])
     drain_batch_size: int = int(DEFAULTS["DRAIN_BATCH_SIZE"])
+    drain_batch_events: int = int(DEFAULTS["DRAIN_BATCH_EVENTS"])
     drain_time_budget_seconds: float = float(DEFAULTS["DRAIN_TIME_BUDGET_SECONDS"])
     drain_idle_seconds: float = float(DEFAULTS["DRAIN_IDLE_SECONDS"])
     drain_max_concurrent_runs: int = int(DEFAULTS["DRAIN_MAX_CONCURRENT_RUNS"])
+    stream_heartbeat_seconds: float = float(DEFAULTS["STREAM_HEARTBEAT_SECONDS"])
+    stream_buffer_events: int = int(DEFAULTS["STREAM_BUFFER_EVENTS"])
     log_level: str = DEFAULTS["LOG_LEVEL"]
 
     @classmethod

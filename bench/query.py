@@ -531,7 +531,7 @@ def prepare_daily_stats(url: str) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS) as conn:
         rows = conn.execute(
             "SELECT d::date FROM generate_series("
-            " (SELECT min(hour) FROM audit_stats_hourly) AT TIME ZONE 'UTC',"
+            " date_trunc('day', (SELECT min(hour) FROM audit_stats_hourly) AT TIME ZONE 'UTC'),"
             " (now() AT TIME ZONE 'UTC')::date - 1, interval '1 day') d"
             " EXCEPT SELECT day FROM audit_stats_days GROUP BY day"
             " HAVING bool_and(built_version = version) ORDER BY 1"
@@ -1979,7 +1979,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "### Stats, statement by statement (tenant 0, in-process)",
         "",
-        "Statements named as in auditlog/store/queries.sql; *ms in call*: median time of"
+        "Statements named as in auditlog/store/queries.sql (or stats.sql); *ms in call*:"
+        " median time of"
         " the statement inside `tenant_stats` (round trip and transfer, before decoding);"
         " planning, execution and JIT from EXPLAIN ANALYZE.",
         "",

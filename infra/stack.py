@@ -15,6 +15,7 @@ fails to answer it exits non-zero and prints the tail of that server's log.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import os
@@ -70,9 +71,25 @@ def dev_jwt_secret() -> str:
     return path.read_text().strip()
 
 
+def dev_digest_signing_key() -> str:
+    """A random Ed25519 key for this checkout's integrity digests, made once and kept in .dev/
+    (never in git): base64 of a 32-byte seed, which is all an Ed25519 private key is.
+    ``auditlog digest-public-key`` prints the public half for verifiers."""
+    path = DEV / "digest-signing-key"
+    if not path.exists():
+        DEV.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def stack_env() -> dict[str, str]:
     """The environment that points the platform at this stack (what `env` prints)."""
-    return {**STACK_ENV, "JWT_SECRET": dev_jwt_secret()}
+    return {
+        **STACK_ENV,
+        "JWT_SECRET": dev_jwt_secret(),
+        "DIGEST_SIGNING_KEY": dev_digest_signing_key(),
+    }
 
 
 class StackError(RuntimeError):

@@ -139,6 +139,7 @@ def _search(
             size=size,
             newest_first=newest_first,
             search_after=search_after,
+            prefix=svc.settings.search_index_prefix,
         )
     except SearchUnavailable:
         raise ApiProblem(

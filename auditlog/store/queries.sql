@@ -213,15 +213,18 @@ LIMIT %(limit)s
 
 -- name: cleanup_boundary
 -- The last seq that may go: every event up to it was created before the cut-off (and, when
--- archived days are required, lies on an archived day). Deleting a seq prefix keeps the
--- retained chain contiguous, so it verifies from its first retained event.
+-- archived days are required, is in its day's archive: an event that reached the database
+-- after its day was archived, e.g. a redriven dead letter, has a seq above the archive's
+-- last_seq and is not archived until the day is archived again). Deleting a seq prefix
+-- keeps the retained chain contiguous, so it verifies from its first retained event.
 SELECT coalesce(min(seq) - 1, (SELECT max(seq) FROM audit_logs WHERE tenant_id = %(tenant_id)s))
 FROM audit_logs l
 WHERE tenant_id = %(tenant_id)s
   AND (created_at >= %(before)s
        OR (%(require_archive)s AND NOT EXISTS (
             SELECT 1 FROM audit_archives a
-            WHERE a.tenant_id = l.tenant_id AND a.day = (l.created_at AT TIME ZONE 'UTC')::date)))
+            WHERE a.tenant_id = l.tenant_id AND a.day = (l.created_at AT TIME ZONE 'UTC')::date
+              AND l.seq <= a.last_seq)))
 
 -- name: count_older_than
 SELECT count(*) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s
@@ -329,3 +332,63 @@ SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
 FROM audit_logs
 WHERE created_at >= %(start)s AND created_at < %(end)s
 ORDER BY created_at, id
+
+-- name: day_tenant_totals
+-- Per tenant: the events of one UTC day [start, end), their seq range, and whether the whole
+-- day lies outside the tenant's hot window (retention_days before %(now)s): due for archive.
+SELECT l.tenant_id, count(*), min(l.seq), max(l.seq),
+       %(end)s::timestamptz <= %(now)s::timestamptz - make_interval(days => t.retention_days)
+FROM audit_logs l
+JOIN tenants t ON t.id = l.tenant_id
+WHERE l.created_at >= %(start)s AND l.created_at < %(end)s
+GROUP BY l.tenant_id, t.retention_days
+ORDER BY l.tenant_id
+
+-- name: tenant_day_events
+-- One tenant's events of one UTC day in chain order (Parquet exports and the archive).
+SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,
+       host(ip_address) AS ip_address, user_agent, action_type, resource_type, resource_id,
+       severity, before_state, after_state, metadata, prev_hash, hash, redacted
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(end)s
+ORDER BY seq
+
+-- name: tenant_day_summary
+-- What an archive of one tenant's day must hold: its count, seq range and head hash (the
+-- hash of its last seq).
+SELECT count(*), min(seq), max(seq),
+       (SELECT hash FROM audit_logs h
+        WHERE h.tenant_id = %(tenant_id)s AND h.created_at >= %(start)s AND h.created_at < %(end)s
+        ORDER BY seq DESC LIMIT 1)
+FROM audit_logs
+WHERE tenant_id = %(tenant_id)s AND created_at >= %(start)s AND created_at < %(end)s
+
+-- name: archive_ledger_entry
+SELECT event_count, first_seq, last_seq, head_hash, s3_key
+FROM audit_archives
+WHERE tenant_id = %(tenant_id)s AND day = %(day)s
+
+-- name: record_archive
+INSERT INTO audit_archives (tenant_id, day, event_count, first_seq, last_seq, head_hash, s3_key)
+VALUES (%(tenant_id)s, %(day)s, %(event_count)s, %(first_seq)s, %(last_seq)s, %(head_hash)s,
+        %(s3_key)s)
+ON CONFLICT (tenant_id, day) DO UPDATE
+SET event_count = EXCLUDED.event_count, first_seq = EXCLUDED.first_seq,
+    last_seq = EXCLUDED.last_seq, head_hash = EXCLUDED.head_hash, s3_key = EXCLUDED.s3_key,
+    archived_at = now()
+
+-- name: archive_due_days
+-- UTC days holding events past their tenant's hot window that no archive covers yet, oldest
+-- first (what the archive schedule asks for). An event stored after its day was archived
+-- has a higher seq than the ledger's last_seq for that day, so its day is due again.
+SELECT DISTINCT (l.created_at AT TIME ZONE 'UTC')::date AS day
+FROM audit_logs l
+JOIN tenants t ON t.id = l.tenant_id
+WHERE ((l.created_at AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC'
+      <= %(now)s::timestamptz - make_interval(days => t.retention_days)
+  AND NOT EXISTS (SELECT 1 FROM audit_archives a
+                  WHERE a.tenant_id = l.tenant_id
+                    AND a.day = (l.created_at AT TIME ZONE 'UTC')::date
+                    AND l.seq <= a.last_seq)
+ORDER BY 1
+LIMIT %(limit)s

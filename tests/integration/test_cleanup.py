@@ -67,12 +67,13 @@ def test_cleanup_deletes_only_archived_days_unless_told_otherwise(
     assert nothing.status_code == 200
     assert (nothing.get_json()["deleted"], nothing.get_json()["kept_older_events"]) == (0, 3)
 
-    for r in records[:2]:  # the 10- and 9-day-old days are archived (issue: archive asset)
+    for r in records[:2]:  # the 10- and 9-day-old days are archived (as the archive asset does)
         day = datetime.fromisoformat(r["created_at"]).date()
+        seq = db.execute("SELECT seq FROM audit_logs WHERE id = %s", (r["id"],)).fetchone()
         db.execute(
-            "INSERT INTO audit_archives (tenant_id, day, event_count, s3_key) "
-            "VALUES (%s, %s, 1, 'k') ON CONFLICT DO NOTHING",
-            (tenant, day),
+            "INSERT INTO audit_archives (tenant_id, day, event_count, first_seq, last_seq, s3_key)"
+            " VALUES (%s, %s, 1, %s, %s, 'k') ON CONFLICT DO NOTHING",
+            (tenant, day, seq[0], seq[0]),
         )
     archived = client.delete("/api/v1/logs/cleanup?older_than_days=7", headers=headers).get_json()
     assert (
@@ -181,3 +182,32 @@ def test_redaction_erases_personal_data_and_the_chain_still_verifies(
     assert bad.status_code == 422
     audit = [r for m in drain_messages(queue) for r in decode_envelope(m.body)]
     assert [(r["resource_type"], r["resource_id"]) for r in audit] == [("audit_event", target)] * 2
+
+
+def test_an_event_stored_after_its_day_was_archived_is_kept_until_archived_again(
+    client: FlaskClient,
+    settings: Settings,
+    queue: EventQueue,
+    tenant: uuid.UUID,
+    token_for: Callable[..., str],
+    db: psycopg.Connection[Any],
+) -> None:
+    """A late event (a redriven dead letter) lands on a day that is already archived: its
+    seq is above the archive's last_seq, so it is in no archive and cleanup must keep it."""
+    records = load(settings, queue, tenant, [10])
+    day = datetime.fromisoformat(records[0]["created_at"]).date()
+    seq = db.execute("SELECT seq FROM audit_logs WHERE id = %s", (records[0]["id"],)).fetchone()
+    db.execute(
+        "INSERT INTO audit_archives (tenant_id, day, event_count, first_seq, last_seq, s3_key)"
+        " VALUES (%s, %s, 1, %s, %s, 'k')",
+        (tenant, day, seq[0], seq[0]),
+    )
+    load(settings, queue, tenant, [10])  # the late one, same day, next seq
+    answer = client.delete(
+        "/api/v1/logs/cleanup?older_than_days=7", headers=admin_of(tenant, token_for)
+    ).get_json()
+    assert (answer["deleted"], answer["kept_older_events"], answer["deleted_through_seq"]) == (
+        1,
+        1,
+        seq[0],
+    )
