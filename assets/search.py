@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from assets.events import audit_events
 from auditlog.indexer import SearchIndexer
-from auditlog.search import INDEX_PREFIX, ensure_template, index_events, make_client
+from auditlog.search import ensure_template, index_events, index_for, index_pattern, make_client
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
 from pipelines.resources import AuditPlatform
@@ -35,7 +35,9 @@ MONTHS = MonthlyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
 )
 def search_index(context: AssetExecutionContext, platform: AuditPlatform) -> MaterializeResult:
     settings = platform.settings()
-    indexer = SearchIndexer(make_client(settings.opensearch_url), settings.database_url)
+    indexer = SearchIndexer(
+        make_client(settings.opensearch_url), settings.database_url, settings.search_index_prefix
+    )
     stats = indexer.run(settings.drain_time_budget_seconds, settings.drain_idle_seconds)
     context.log.info(
         f"indexed {stats.indexed}, re-indexed {stats.reindexed}, failures {stats.failures}"
@@ -58,14 +60,15 @@ def search_index(context: AssetExecutionContext, platform: AuditPlatform) -> Mat
 def search_counts_match(platform: AuditPlatform) -> AssetCheckResult:
     settings = platform.settings()
     client = make_client(settings.opensearch_url)
-    client.indices.refresh(index=f"{INDEX_PREFIX}*", ignore_unavailable=True)
+    pattern = index_pattern(settings.search_index_prefix)
+    client.indices.refresh(index=pattern, ignore_unavailable=True)
     mismatched = {}
     with connect(settings.database_url) as conn:
         rows = conn.execute(QUERIES["indexed_counts"]).fetchall()
     for tenant_id, last_seq, expected in rows:
         body = {"query": {"bool": {"filter": [{"term": {"tenant_id": str(tenant_id)}},
                                               {"range": {"seq": {"lte": last_seq}}}]}}}  # fmt: skip
-        found = client.count(index=f"{INDEX_PREFIX}*", body=body, routing=str(tenant_id))["count"]
+        found = client.count(index=pattern, body=body, routing=str(tenant_id))["count"]
         if found != expected:
             mismatched[str(tenant_id)] = {"postgres": expected, "opensearch": found}
     return AssetCheckResult(
@@ -94,8 +97,8 @@ def search_index_rebuild(
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     client = make_client(settings.opensearch_url)
-    ensure_template(client)
-    index = f"{INDEX_PREFIX}{start:%Y.%m}"
+    ensure_template(client, settings.search_index_prefix)
+    index = index_for(start, settings.search_index_prefix)
     client.indices.delete(index=index, ignore_unavailable=True)
     total = 0
     with (
@@ -106,7 +109,7 @@ def search_index_rebuild(
         cur.itersize = 5000
         cur.execute(QUERIES["events_in_range"], {"start": start, "end": end})
         while batch := cur.fetchmany(5000):
-            total += index_events(client, batch)
+            total += index_events(client, batch, settings.search_index_prefix)
     context.log.info(f"rebuilt {index}: {total} documents")
     return MaterializeResult(
         metadata={"index": index, "documents": total, "rebuilt_at": datetime.now(UTC).isoformat()}

@@ -19,7 +19,7 @@ import psycopg
 from opensearchpy import OpenSearch
 from psycopg.rows import dict_row
 
-from auditlog.search import SearchUnavailable, ensure_template, index_events
+from auditlog.search import DEFAULT_PREFIX, SearchUnavailable, ensure_template, index_events
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
 
@@ -37,9 +37,12 @@ class IndexStats:
 
 
 class SearchIndexer:
-    def __init__(self, client: OpenSearch, database_url: str) -> None:
+    def __init__(
+        self, client: OpenSearch, database_url: str, index_prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self.client = client
         self.database_url = database_url
+        self.index_prefix = index_prefix
         self._template_ready = False
 
     def catch_up(
@@ -47,7 +50,7 @@ class SearchIndexer:
     ) -> int:
         """Index what is behind; returns how many documents this call indexed."""
         if not self._template_ready:
-            ensure_template(self.client)
+            ensure_template(self.client, self.index_prefix)
             self._template_ready = True
         done = self._reindex_requested(conn, stats)
         for _ in range(max_rounds):
@@ -63,7 +66,7 @@ class SearchIndexer:
                     ).fetchall()
                 if not rows:
                     continue
-                index_events(self.client, rows)
+                index_events(self.client, rows, self.index_prefix)
                 conn.execute(
                     QUERIES["advance_search_watermark"],
                     {"tenant_id": tenant_id, "last_seq": rows[-1]["seq"]},
@@ -94,7 +97,7 @@ class SearchIndexer:
                         },
                     ).fetchall()
                 # Inside the transaction: if indexing fails the requests are not consumed.
-                count += index_events(self.client, rows)
+                count += index_events(self.client, rows, self.index_prefix)
             stats.reindexed += count
         return count
 

@@ -1,8 +1,9 @@
 """Full-text search in OpenSearch: derived data, rebuilt from PostgreSQL at will.
 
-* Shared monthly indices ``audit-events-YYYY.MM`` from one index template, never an index
-  per tenant; ``_routing`` is the tenant id and the document id is the event id, so
-  indexing is idempotent and every search touches one shard per month.
+* Shared monthly indices ``<prefix>-YYYY.MM`` (``SEARCH_INDEX_PREFIX``, ``audit-events`` by
+  default) from one index template, never an index per tenant; ``_routing`` is the tenant
+  id and the document id is the event id, so indexing is idempotent and every search
+  touches one shard per month.
 * Every query is filtered by tenant (and routed); search only finds ids, and the events
   themselves are read from PostgreSQL, so redactions and tenant scoping apply as in SQL.
 """
@@ -21,8 +22,11 @@ from opensearchpy.exceptions import TransportError
 from auditlog.events import format_time
 from auditlog.filters import SEVERITY_ORDER, EventFilters
 
-INDEX_PREFIX = "audit-events-"
-TEMPLATE_NAME = "audit-events"
+# The default index prefix (setting SEARCH_INDEX_PREFIX). Another prefix (a benchmark's, a
+# second deployment's) gives its own template and indices that never overlap these.
+DEFAULT_PREFIX = "audit-events"
+INDEX_PREFIX = f"{DEFAULT_PREFIX}-"
+TEMPLATE_NAME = DEFAULT_PREFIX
 TEXT_FIELDS_MAX = 32 * 1024  # characters of searchable text kept per event
 
 INDEX_TEMPLATE: dict[str, Any] = {
@@ -73,14 +77,23 @@ def make_client(url: str) -> OpenSearch:
     return OpenSearch(hosts=[url], timeout=10, max_retries=1, retry_on_timeout=False)
 
 
-def index_for(created_at: datetime) -> str:
-    return f"{INDEX_PREFIX}{created_at:%Y.%m}"
+def index_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """Every monthly index of ``prefix``."""
+    return f"{prefix}-*"
 
 
-def ensure_template(client: OpenSearch) -> None:
-    """Install (or update) the index template; idempotent."""
+def index_template(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    return {**INDEX_TEMPLATE, "index_patterns": [index_pattern(prefix)]}
+
+
+def index_for(created_at: datetime, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-{created_at:%Y.%m}"
+
+
+def ensure_template(client: OpenSearch, prefix: str = DEFAULT_PREFIX) -> None:
+    """Install (or update) the index template of ``prefix`` (named after it); idempotent."""
     try:
-        client.indices.put_index_template(name=TEMPLATE_NAME, body=INDEX_TEMPLATE)
+        client.indices.put_index_template(name=prefix, body=index_template(prefix))
     except (OSConnectionError, TransportError) as exc:
         raise SearchUnavailable(str(exc)) from exc
 
@@ -129,14 +142,16 @@ def to_document(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def index_events(client: OpenSearch, rows: Iterable[dict[str, Any]]) -> int:
+def index_events(
+    client: OpenSearch, rows: Iterable[dict[str, Any]], prefix: str = DEFAULT_PREFIX
+) -> int:
     """Bulk-index events (idempotent by id, routed by tenant); returns how many. Raises
     ``SearchUnavailable`` unless every document was indexed, so a caller advances its
     watermark only past work that is done."""
     actions = (
         {
             "_op_type": "index",
-            "_index": index_for(row["created_at"]),
+            "_index": index_for(row["created_at"], prefix),
             "_id": str(row["id"]),
             "_routing": str(row["tenant_id"]),
             "_source": to_document(row),
@@ -161,8 +176,8 @@ def index_events(client: OpenSearch, rows: Iterable[dict[str, Any]]) -> int:
     return int(done)
 
 
-def refresh(client: OpenSearch) -> None:
-    client.indices.refresh(index=f"{INDEX_PREFIX}*")
+def refresh(client: OpenSearch, prefix: str = DEFAULT_PREFIX) -> None:
+    client.indices.refresh(index=index_pattern(prefix))
 
 
 def filters_to_query(tenant_id: uuid.UUID, filters: EventFilters) -> list[dict[str, Any]]:
@@ -205,6 +220,7 @@ def search_ids(
     size: int,
     newest_first: bool = True,
     search_after: Sequence[Any] | None = None,
+    prefix: str = DEFAULT_PREFIX,
 ) -> list[tuple[str, list[Any]]]:
     """Matching event ids with their sort values, in listing order."""
     order = "desc" if newest_first else "asc"
@@ -231,7 +247,10 @@ def search_ids(
         body["search_after"] = list(search_after)
     try:
         answer = client.search(
-            index=f"{INDEX_PREFIX}*", body=body, routing=str(tenant_id), ignore_unavailable=True
+            index=index_pattern(prefix),
+            body=body,
+            routing=str(tenant_id),
+            ignore_unavailable=True,
         )
     except (OSConnectionError, TransportError) as exc:
         raise SearchUnavailable(str(exc)[:500]) from exc

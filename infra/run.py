@@ -45,7 +45,7 @@ GTHREAD_THREADS = 16
 
 def api_command(port: int, workers: int = 2, worker_class: str | None = None) -> list[str]:
     worker_class = worker_class or os.environ.get("API_WORKER_CLASS", "gevent")
-    if worker_class == "gevent":
+    if worker_class.startswith("gevent"):
         concurrency = ["--worker-connections", str(WORKER_CONNECTIONS)]
     else:
         concurrency = ["--threads", str(GTHREAD_THREADS)]
