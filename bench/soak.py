@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=600)
     p.add_argument("--rate", type=float, default=500, help="requests per second, all kinds")
-    p.add_argument("--threads", type=int, default=24)
+    # Enough client threads that the pacing, not the clients, sets the rate even when
+    # responses take 100 ms: 64 threads x 10 requests/s each.
+    p.add_argument("--threads", type=int, default=64)
     p.add_argument("--warmup", type=float, default=30, help="seconds before RSS counts")
     p.add_argument("--quick", action="store_true", help="60 s")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -210,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             "-m",
             "auditlog.cli",
             "drain",
+            # Longer than the load can take even when it falls behind; the drain ends
+            # itself once the queue has been empty for 20 s after the load.
             "--seconds",
-            str(args.seconds + 120),
+            str(args.seconds * 3 + 120),
             "--idle-seconds",
             "20",
         ]
