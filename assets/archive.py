@@ -20,7 +20,8 @@ from dagster import (
 )
 
 from assets.events import audit_events
-from assets.exports import DAYS, days_of
+from assets.exports import days_of
+from assets.partitions import DAYS
 from auditlog.archive import archive_day
 from auditlog.parquet_dataset import make_s3_client, snapshot_connection
 from pipelines.resources import AuditPlatform

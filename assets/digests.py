@@ -21,7 +21,6 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     Config,
-    DailyPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -31,6 +30,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.events import audit_events
+from assets.partitions import DAYS
 from auditlog.digests import (
     DayOutcome,
     digest_tenants,
@@ -46,7 +46,7 @@ from auditlog.parquet_dataset import make_s3_client
 from auditlog.store.pool import connect
 from pipelines.resources import AuditPlatform
 
-DIGEST_DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_offset=0)
+DIGEST_DAYS = DAYS
 
 
 class DigestConfig(Config):

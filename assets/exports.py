@@ -15,7 +15,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     BackfillPolicy,
-    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     TimeWindow,
@@ -24,6 +23,7 @@ from dagster import (
 )
 
 from assets.events import audit_events
+from assets.partitions import DAYS
 from auditlog.parquet_dataset import (
     compare_day_counts,
     export_day,
@@ -34,7 +34,6 @@ from pipelines.resources import AuditPlatform
 
 # The UTC days the exports and the archive address. end_offset=0: the newest partition is
 # yesterday, a day that is over (today's events are still arriving).
-DAYS = DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
 
 
 def days_of(window: TimeWindow) -> Iterator[date]:

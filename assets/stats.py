@@ -12,7 +12,6 @@ from datetime import date
 
 from dagster import (
     AssetExecutionContext,
-    DailyPartitionsDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     MaterializeResult,
@@ -26,12 +25,11 @@ from dagster import (
 )
 
 from assets.events import audit_events
+from assets.partitions import DAYS
 from auditlog.daily_stats import build_day
 from auditlog.stats import STATS_QUERIES
 from auditlog.store.pool import connect
 from pipelines.resources import AuditPlatform
-
-DAYS = DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
 
 
 @asset(

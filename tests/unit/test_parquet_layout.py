@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 from dagster import TimeWindow
 
-from assets.exports import DAYS, days_of
+from assets.exports import days_of
+from assets.partitions import DAYS
 from auditlog.export import PARQUET_SCHEMA
 from auditlog.parquet_dataset import day_bounds, day_prefix, object_key
 
