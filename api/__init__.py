@@ -20,6 +20,7 @@ from api.logs.views import bp as logs_bp
 from api.observability import install_request_context
 from api.services import Services
 from api.stream import init_stream
+from api.stream.views import HUB_EXTENSION
 from api.tenants.views import bp as tenants_bp
 from auditlog.logs import configure_logging
 from auditlog.queue import EventQueue
@@ -56,3 +57,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_stream(app)
     app.register_blueprint(docs_bp)
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop what ``create_app`` started: the live-tail listener, the SQS producer's threads,
+    the search client and the PostgreSQL pool. gunicorn calls it as each worker exits
+    (``infra/gunicorn_conf.py``); left to the garbage collector at interpreter shutdown, the
+    pool's threads cannot be joined under gevent and each worker prints a traceback."""
+    hub = app.extensions.get(HUB_EXTENSION)
+    if hub is not None:
+        hub.close()
+    app.extensions["auditlog"].close()

@@ -2,13 +2,19 @@
 
 Under gunicorn each worker is a process; when ``PROMETHEUS_MULTIPROC_DIR`` is set (``make
 run`` sets it) the workers write to that directory and ``/metrics`` sums them.
+
+The counters are labelled by tenant id, so a deployment whose metrics port is reachable
+beyond the scraper sets ``METRICS_TOKEN``: ``/metrics`` then answers only requests that
+carry ``Authorization: Bearer <METRICS_TOKEN>`` (Prometheus: ``authorization:
+credentials:``), and 401 to anyone else. Unset, it stays open (loopback development).
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,6 +23,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from api.errors import ApiProblem
 
 REQUESTS = Counter(
     "auditlog_http_requests_total", "HTTP requests", ["method", "endpoint", "status"]
@@ -37,8 +45,28 @@ RATE_LIMITED = Counter("auditlog_rate_limited_total", "Requests answered 429", [
 bp = Blueprint("metrics", __name__)
 
 
+def _check_token(expected: str) -> None:
+    """Raise 401 unless the request carries ``Bearer <expected>`` (an empty ``expected``
+    means the endpoint is open)."""
+    if not expected:
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken does not tell how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        raise ApiProblem(
+            401,
+            "The metrics need Authorization: Bearer <METRICS_TOKEN>.",
+            kind="unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
+    # Not api.services.services(): that module imports this one for its counters.
+    _check_token(current_app.extensions["auditlog"].settings.metrics_token)
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -76,6 +76,7 @@ class Services:
 
     def close(self) -> None:
         self.producer.close()
+        self.search.close()
         self.pool.close()
 
 

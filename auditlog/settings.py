@@ -58,6 +58,9 @@ DEFAULTS: dict[str, str] = {
     # closes it as a slow consumer).
     "STREAM_HEARTBEAT_SECONDS": "15",
     "STREAM_BUFFER_EVENTS": "1000",
+    # Bearer token /metrics requires (its counters are labelled by tenant id). Empty: open,
+    # for a port that only loopback or the scraper's network can reach.
+    "METRICS_TOKEN": "",
     "LOG_LEVEL": "INFO",
 }
 
@@ -98,6 +101,7 @@ class Settings:
     drain_max_concurrent_runs: int = int(DEFAULTS["DRAIN_MAX_CONCURRENT_RUNS"])
     stream_heartbeat_seconds: float = float(DEFAULTS["STREAM_HEARTBEAT_SECONDS"])
     stream_buffer_events: int = int(DEFAULTS["STREAM_BUFFER_EVENTS"])
+    metrics_token: str = DEFAULTS["METRICS_TOKEN"]
     log_level: str = DEFAULTS["LOG_LEVEL"]
 
     @classmethod

@@ -238,7 +238,8 @@ def estimate_seconds(args: argparse.Namespace, scenarios: list[report.Scenario])
             "baseline": args.duration,
         }.get(s.kind, args.short_duration)
         per_round += length + max(1.0, args.warmup) + 1
-    return per_round * args.repeats + 15
+    total: float = per_round * args.repeats + 15
+    return total
 
 
 def measure(

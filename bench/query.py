@@ -40,11 +40,11 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make `bench`, `api` and `infra` importable
@@ -580,7 +580,7 @@ def database_facts(url: str) -> dict[str, Any]:
         ).fetchall()
         stats_rows = conn.execute("SELECT count(*) FROM audit_stats_hourly").fetchone()
         db_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        settings = dict(
+        settings: dict[str, str] = dict(
             conn.execute(
                 "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
                 (
@@ -1172,7 +1172,7 @@ def _http_export(
 _RECORD: list[dict[str, Any]] = []
 
 
-class RecordingCursor(psycopg.Cursor):  # type: ignore[type-arg]
+class RecordingCursor(psycopg.Cursor[Any]):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         mark = time.perf_counter()
         result = super().execute(query, params, **kwargs)
@@ -1180,7 +1180,7 @@ class RecordingCursor(psycopg.Cursor):  # type: ignore[type-arg]
         return result
 
 
-class RecordingServerCursor(psycopg.ServerCursor):  # type: ignore[type-arg]
+class RecordingServerCursor(psycopg.ServerCursor[Any]):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         mark = time.perf_counter()
         result = super().execute(query, params, **kwargs)
@@ -1233,7 +1233,7 @@ def explain(
 ) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS); ``cursor``: of ``DECLARE ... CURSOR FOR`` the statement,
     which is planned for a fast start (cursor_tuple_fraction) like the export's cursor."""
-    statement = query if isinstance(query, sql.Composable) else sql.SQL(query)
+    statement = query if isinstance(query, sql.SQL | sql.Composed) else sql.SQL(query)
     text = psycopg.ClientCursor(conn).mogrify(statement, params)
     conn.rollback()
     prefix = "EXPLAIN (ANALYZE, BUFFERS) " + ("DECLARE bench_explain CURSOR FOR " if cursor else "")
@@ -1421,7 +1421,7 @@ def in_process_stats(url: str, tenant: Tenant, scenario: Scenario, times: int) -
         conn.autocommit = True
         tenant_stats(conn, tenant_id, start, end, bucket, now)  # type: ignore[arg-type]
         _RECORD.clear()
-        totals = []
+        totals: list[float] = []
         per_statement: dict[int, list[float]] = {}
         started = time.perf_counter()
         while len(totals) < times and (len(totals) < 3 or time.perf_counter() - started < 20):
@@ -1513,7 +1513,8 @@ def in_process_export(url: str, tenant: Tenant, since: datetime) -> dict[str, An
     for key, export_filters, as_cursor in plans:
         _RECORD.clear()
         with recording_connection(url) as conn:
-            rows = iter_events(conn, tenant_id, export_filters)
+            # A generator (typed as an Iterator): closing it closes its server-side cursor.
+            rows = cast(Generator[Any], iter_events(conn, tenant_id, export_filters))
             next(rows)
             rows.close()
             record = _RECORD[-1]
@@ -2483,7 +2484,7 @@ def code_facts_at(commit: str) -> dict[str, Any]:
     options = re.search(r'SESSION_OPTIONS = "([^"]*)"', pool)
     return {
         "session_options": options[1] if options else "?",
-        "jit_off_in_sessions": bool(options) and "jit=off" in options[1],
+        "jit_off_in_sessions": options is not None and "jit=off" in options[1],
         "csv_export": (
             "COPY (auditlog.reads.copy_csv)"
             if "def copy_csv" in reads
@@ -2589,7 +2590,7 @@ def measure_api(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report_only:
-        data = json.loads((args.out_dir / "query.json").read_text())
+        data: dict[str, Any] = json.loads((args.out_dir / "query.json").read_text())
         for scenario in data["scenarios"]:
             scenario["median"] = summarize(scenario["runs"])
         if args.baseline:
@@ -2619,7 +2620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, tid in enumerate(meta["tenants"])
         ]
         export_tenant = max(tenants, key=lambda t: sum(u.counts[t.index] for u in make_units(plan)))
-        data: dict[str, Any] = {
+        data = {
             "machine": facts,
             "config": {
                 **{k: v for k, v in vars(args).items() if k != "out_dir"},

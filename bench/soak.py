@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     lost = len(set(tally.accepted_ids) - stored)
     requests = sum(len(v) for v in tally.latencies_ms.values())
-    result = {
+    result: dict[str, Any] = {
         "machine": facts,
         "config": vars(args) | {"out_dir": str(args.out_dir), "mix": dict(MIX)},
         "elapsed_s": round(elapsed, 1),

@@ -403,13 +403,19 @@ def http_scenario(target: Target, token: str, args: argparse.Namespace) -> dict[
 
 
 def _median(runs: list[dict[str, Any]], label: str, key: str) -> float:
-    return statistics.median(r["latency_ms"][key] for r in runs if r["sockets_open"] == label)
+    median: float = statistics.median(
+        r["latency_ms"][key] for r in runs if r["sockets_open"] == label
+    )
+    return median
 
 
 def markdown(data: dict[str, Any]) -> str:
     facts, lat, http = data["machine"], data["latency"], data["http"]
     runs, sockets = http["runs"], str(data["config"]["sockets"])
-    ok = lambda value, target: "yes" if value <= target else "**no**"  # noqa: E731
+
+    def ok(value: float, target: float) -> str:
+        return "yes" if value <= target else "**no**"
+
     deflate = (
         "offered by the clients (as browsers do), not negotiated by the server"
         if lat["compression"]

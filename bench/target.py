@@ -29,11 +29,12 @@ from auditlog.store.pool import connect
 from auditlog.tenants import create_tenant
 from auditlog.tokens import mint_token
 from infra import run as platform
+from infra import stack
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
-LOG_DIR = platform.stack.LOGS / "bench"
+LOG_DIR = stack.LOGS / "bench"
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def gunicorn(
 def use_stack_env() -> None:
     """Point this process (boto3, psycopg) at the local stack unless the environment
     already says otherwise, as `eval "$(infra/stack.py env)"` would."""
-    for name, value in platform.stack.stack_env().items():
+    for name, value in stack.stack_env().items():
         os.environ.setdefault(name, value)
 
 
@@ -217,7 +218,7 @@ def preflight(target: Target, single_body: Path, bulk_body: Path, bulk_events: i
 
 
 def api_log_tail(target: Target) -> str:
-    return platform.stack.log_tail(target.api.log)
+    return stack.log_tail(target.api.log)
 
 
 def api_pgrp(target: Target) -> int:

@@ -61,6 +61,9 @@ def api_command(port: int, workers: int = 2, worker_class: str | None = None) ->
         *concurrency,
         "--graceful-timeout",
         "10",
+        # Hooks only: each worker closes its pool, producer and listener as it exits.
+        "--config",
+        str(ROOT / "infra" / "gunicorn_conf.py"),
         # Long filter URLs are legitimate; past this gunicorn answers itself (an HTML 414).
         "--limit-request-line",
         "8190",

@@ -1,0 +1,26 @@
+"""gunicorn settings file for the API (``--config infra/gunicorn_conf.py``, passed by
+``infra/run.py api_command``): hooks only; the command line holds the settings.
+
+``worker_exit`` runs in each worker after it stopped serving, while gevent's hub is still
+running, and closes the app's pool, producer and listener there. Without it the pool is
+only collected at interpreter shutdown, where its ``__del__`` cannot join its threads
+(greenlets by then) and every worker exit prints "greenlet is being finalized".
+
+gunicorn reads this file in the master, before it forks and before the gevent worker
+monkey-patches the standard library, so it imports nothing of the app at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    # Imported here, in the worker, after gevent patched the standard library.
+    from flask import Flask
+
+    from api import close_app
+
+    app = getattr(worker, "wsgi", None)  # absent when the app failed to load
+    if isinstance(app, Flask):
+        close_app(app)
