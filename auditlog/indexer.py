@@ -3,7 +3,9 @@
 A pass indexes, for every tenant whose chain head is ahead of its watermark, the events
 after the watermark (in seq order, in bulk), and only then advances the watermark; a failed
 pass leaves it where it was, so an OpenSearch outage is caught up afterwards by itself.
-Redacted events are re-indexed from their redacted rows."""
+Redacted events are re-indexed from their redacted rows. Events deleted from PostgreSQL
+(cleanup, retention) are deleted from the index first, from the ranges recorded in
+``search_deletions`` (``auditlog.search_deletions``), which likewise stay until applied."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from opensearchpy import OpenSearch
 from psycopg.rows import dict_row
 
 from auditlog.search import DEFAULT_PREFIX, SearchUnavailable, ensure_template, index_events
+from auditlog.search_deletions import apply_deletions
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
 
@@ -32,6 +35,8 @@ class IndexStats:
     passes: int = 0
     indexed: int = 0
     reindexed: int = 0
+    deletions_applied: int = 0  # search_deletions requests (ranges of events)
+    documents_deleted: int = 0
     failures: int = 0
     tenants: set[uuid.UUID] = field(default_factory=set)
 
@@ -48,23 +53,36 @@ class SearchIndexer:
     def catch_up(
         self, conn: psycopg.Connection[Any], stats: IndexStats, max_rounds: int = 50
     ) -> int:
-        """Index what is behind; returns how many documents this call indexed."""
+        """Delete what was deleted, then index what is behind; returns how much this call
+        did (documents indexed, deletion requests applied)."""
         if not self._template_ready:
             ensure_template(self.client, self.index_prefix)
             self._template_ready = True
-        done = self._reindex_requested(conn, stats)
+        # Deletions first: a document indexed from a row read before its delete committed is
+        # always written before this step sees the request, so it is never left behind.
+        deleted = apply_deletions(self.client, conn, self.index_prefix)
+        stats.deletions_applied += deleted.requests
+        stats.documents_deleted += deleted.documents
+        done = deleted.requests + self._reindex_requested(conn, stats)
         for _ in range(max_rounds):
             lagging = conn.execute(QUERIES["search_lagging_tenants"]).fetchall()
             conn.commit()
             if not lagging:
                 break
-            for tenant_id, watermark, _head in lagging:
+            for tenant_id, watermark, head in lagging:
                 with conn.cursor(row_factory=dict_row) as cur:
                     rows = cur.execute(
                         QUERIES["events_after_seq"],
                         {"tenant_id": tenant_id, "after_seq": watermark, "limit": BATCH},
                     ).fetchall()
                 if not rows:
+                    # Every event after the watermark was deleted before it was indexed (the
+                    # head commits with its events): there is nothing to index up to the head.
+                    conn.execute(
+                        QUERIES["advance_search_watermark"],
+                        {"tenant_id": tenant_id, "last_seq": head},
+                    )
+                    conn.commit()
                     continue
                 index_events(self.client, rows, self.index_prefix)
                 conn.execute(

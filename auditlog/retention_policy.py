@@ -13,7 +13,8 @@ How it goes:
   past the retention of every tenant with rows in it, and archived for each of them) is
   detached and dropped whole: no per-row delete, no table bloat. An empty partition goes
   only once it is past every tenant's retention. The hourly statistics are adjusted by the
-  rows the partition held, as ``delete_seq_prefix`` does.
+  rows the partition held, as ``delete_seq_prefix`` does, and the search index is told which
+  events went (``search_deletions``), as ``delete_seq_prefix`` tells it for its rows.
 * What remains of each prefix is deleted in batches of seq (``delete_seq_prefix``), one
   short transaction each, so no long lock is held.
 * Before a tenant's events are deleted, an audit event saying what will go and why is queued
@@ -197,6 +198,10 @@ def _drop_partitions(
                 conn.execute("SET LOCAL lock_timeout = '5s'")
                 conn.execute(_on_partition("subtract_partition_stats", name))
                 conn.execute(_on_partition("detach_partition", name))
+                conn.execute(
+                    _on_partition("record_partition_search_deletions", name),
+                    {"day_start": end - timedelta(days=1), "day_end": end},
+                )
                 conn.execute(_on_partition("drop_partition", name))
         except psycopg.errors.LockNotAvailable:
             report.partitions_kept_locked.append(name)  # the batched deletes take its rows

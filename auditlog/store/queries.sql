@@ -230,10 +230,19 @@ WHERE tenant_id = %(tenant_id)s
 SELECT count(*) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s
 
 -- name: delete_seq_prefix
+-- Also records the deletion for the search index (search_deletions, migration 0009) in the
+-- same statement, so no caller can delete events and leave them searchable.
 WITH gone AS (
     DELETE FROM audit_logs
     WHERE tenant_id = %(tenant_id)s AND seq <= %(last_seq)s
-    RETURNING tenant_id, created_at, action_type, severity, resource_type
+    RETURNING tenant_id, seq, created_at, action_type, severity, resource_type
+), for_search AS (
+    INSERT INTO search_deletions (tenant_id, through_seq, created_from, created_before, rows_deleted)
+    SELECT tenant_id, max(seq), date_trunc('second', min(created_at)),
+           date_trunc('second', max(created_at)) + interval '1 second', count(*)
+    FROM gone
+    GROUP BY tenant_id
+    RETURNING 1
 ), counted AS (
     SELECT tenant_id, date_trunc('hour', created_at) AS hour, action_type, severity, resource_type,
            count(*) AS events
@@ -319,11 +328,23 @@ WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s)
 SELECT count(*) FROM audit_logs WHERE tenant_id = %(tenant_id)s AND seq <= %(seq)s
 
 -- name: indexed_counts
--- Per tenant: events up to the search watermark (what the index should hold).
+-- Per tenant: events up to the search watermark (what the index should hold); zero for a
+-- tenant whose events were all deleted, whose index must then be empty too.
 SELECT w.tenant_id, w.last_seq, count(l.id)
 FROM search_watermarks w
-JOIN audit_logs l ON l.tenant_id = w.tenant_id AND l.seq <= w.last_seq
+LEFT JOIN audit_logs l ON l.tenant_id = w.tenant_id AND l.seq <= w.last_seq
 GROUP BY 1, 2
+
+-- name: pending_search_deletions
+-- Deletions (search_deletions) the search index has not applied yet, oldest first.
+SELECT id, tenant_id, through_seq, created_from, created_before, rows_deleted
+FROM search_deletions
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: finish_search_deletions
+-- Applied to the index: the rows go (each is a fixed fact, so no newer deletion is lost).
+DELETE FROM search_deletions WHERE id = ANY(%(ids)s)
 
 -- name: events_in_range
 SELECT id, tenant_id, seq, created_at, occurred_at, user_id, session_id,

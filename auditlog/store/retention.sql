@@ -46,5 +46,14 @@ WHERE h.tenant_id = c.tenant_id AND h.hour = c.hour AND h.action_type = c.action
 -- name: detach_partition
 ALTER TABLE audit_logs DETACH PARTITION {partition}
 
+-- name: record_partition_search_deletions
+-- Between detach and drop (no row can reach the partition any more): per tenant, every event
+-- of the partition's UTC day [day_start, day_end) is gone; the search index drops its copies
+-- (search_deletions, migration 0009). Only that day: a lower seq may live on another day.
+INSERT INTO search_deletions (tenant_id, through_seq, created_from, created_before, rows_deleted)
+SELECT tenant_id, max(seq), %(day_start)s, %(day_end)s, count(*)
+FROM {partition}
+GROUP BY tenant_id
+
 -- name: drop_partition
 DROP TABLE {partition}
