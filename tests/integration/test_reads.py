@@ -330,3 +330,76 @@ def test_hostile_parameters_are_422_never_500(client: FlaskClient, data: DataSet
     )
     assert old.status_code == 200
     assert old.get_json()["from"] == "1950-01-01T00:00:00.000000Z"
+
+
+def test_listing_json_rendered_by_postgresql_equals_event_json(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """The listing and search pages take each event's JSON text from PostgreSQL
+    (auditlog.reads.EVENT_JSON); it must say exactly what event_json says of the stored row,
+    for nulls, non-ASCII text, nested and numeric JSON, and a redacted event."""
+    with connect(settings.database_url) as conn:
+        tenant = uuid.UUID(str(create_tenant(conn, name="reads-json")["id"]))
+        conn.commit()
+    bodies: list[dict[str, Any]] = [
+        {"action_type": "VIEW", "resource_type": "doc", "resource_id": "d1", "severity": "INFO"},
+        {
+            "action_type": "UPDATE",
+            "resource_type": "réservation",
+            "resource_id": "ü-\u2603-\U0001f600",
+            "severity": "CRITICAL",
+            "user_id": USERS[0],
+            "session_id": 'quote " and \\ backslash',
+            "ip_address": "2001:db8::1",
+            "user_agent": "tab\there",
+            "occurred_at": "2026-01-02T03:04:05.678901+05:30",
+            "before_state": {"z": [1, 2.5, None, True], "a": {"deep": {"er": "ÿ"}}},
+            "after_state": {"big": 12345678901234567890, "neg": -1, "empty": {}},
+            "metadata": {"k" * 40: "long key", "": "empty key", "list": []},
+        },
+        {
+            "action_type": "DELETE",
+            "resource_type": "user",
+            "resource_id": "u1",
+            "severity": "ERROR",
+            "user_id": USERS[1],
+            "ip_address": "192.0.2.7",
+            "user_agent": "to be erased",
+            "metadata": {"n": 1},
+        },
+    ]
+    records = []
+    for i, body in enumerate(bodies):
+        created = NOW - timedelta(minutes=10 - i)
+        records.append(
+            AcceptedEvent(
+                uuid7_at(created), tenant, created, EventIn.model_validate(body)
+            ).to_record()
+        )
+    queue = EventQueue(make_sqs_client(settings), settings.sqs_queue_name, settings.sqs_dlq_name)
+    queue.send_bodies(list(pack_records(records)))
+    Drainer(queue, settings.database_url).run(time_budget_s=30, idle_s=1.5)
+    admin = {"Authorization": f"Bearer {mint_token(settings, tenant_id=tenant, role='admin')}"}
+    erased = client.delete(
+        f"/api/v1/logs/cleanup/{records[2]['id']}?fields=user_agent,ip_address", headers=admin
+    )
+    assert erased.status_code == 200, erased.get_json()
+
+    from api.logs.service import event_json
+    from auditlog.filters import EventFilters
+    from auditlog.reads import events_by_ids, list_events
+
+    with connect(settings.database_url) as conn:
+        stored = list_events(conn, tenant, EventFilters(), limit=10)
+        rendered = list_events(conn, tenant, EventFilters(), limit=10, rendered=True)
+        ids = [row["id"] for row in stored]
+        by_ids = events_by_ids(conn, tenant, ids, rendered=True)
+    expected = [event_json(row) for row in stored]
+    assert len(expected) == 3
+    assert expected[0]["redacted"] == ["ip_address", "user_agent"]
+    assert [json.loads(row["json"]) for row in rendered] == expected
+    assert {row["id"]: json.loads(row["json"]) for row in by_ids} == {
+        uuid.UUID(e["id"]): e for e in expected
+    }
+    page = client.get("/api/v1/logs", headers=admin).get_json()
+    assert page["data"] == expected
