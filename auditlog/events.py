@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +86,23 @@ def json_bytes(value: Any) -> bytes | None:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
         return None
+
+
+# orjson reads an integer beyond 64 bits as a float (silently losing digits): a run of 19
+# digits anywhere sends the text to the stdlib, which keeps integers exact.
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
+
+
+def loads_fast(raw: bytes) -> tuple[bool, Any]:
+    """``(True, value)`` when the C decoder read ``raw`` exactly as ``json.loads`` would,
+    else ``(False, None)``: the caller takes the stdlib path, which decides the hard cases
+    (big integers, NaN, lone surrogates, invalid UTF-8, extreme nesting) and names errors."""
+    if _LONG_DIGIT_RUN.search(raw) is not None:
+        return False, None
+    try:
+        return True, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False, None
 
 
 def json_size(value: Any) -> int:

@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -41,7 +43,11 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            # The C encoder: every request writes an access line, so this is on the hot path.
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # an integer beyond 64 bits, a lone surrogate: the stdlib spells them
+            return json.dumps(entry, default=str)
 
 
 class _ContextFilter(logging.Filter):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,11 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from auditlog.events import json_bytes
+from auditlog.events import json_bytes, loads_fast
 from auditlog.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +35,6 @@ COMPRESSED_VERSION = 2
 COMPRESSION_LEVEL = 1
 # A decompressed envelope larger than this is refused (a zip bomb, not events).
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
-_LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
 # An envelope stays under 256 KiB, the classic SQS message limit, so it fits every SQS.
 # One SendMessageBatch call carries at most 10 entries and (SQS and ElasticMQ alike) at
 # most 1 MiB of bodies in all; keep headroom below both.
@@ -99,13 +96,9 @@ def _inflate(payload: Any) -> Any:
         raise BadEnvelope(f"undecodable payload: {exc}") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise BadEnvelope("payload is truncated or inflates past the size limit")
-    # orjson reads an integer beyond 64 bits as a float (silently losing digits), so any
-    # run of 19 digits sends the payload to the stdlib, which keeps integers exact.
-    if _LONG_DIGIT_RUN.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # the stdlib decides, and names the problem
+    parsed, value = loads_fast(raw)
+    if parsed:
+        return value
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
