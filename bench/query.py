@@ -1337,11 +1337,13 @@ def _list_call(tenant: Tenant, scenario: Scenario) -> tuple[uuid.UUID, Any, Any]
 def in_process_list(
     url: str, tenants: Sequence[Tenant], scenario: Scenario, times: int
 ) -> dict[str, Any]:
-    """list_events (SQL + row decoding), then event_json and the JSON text, as the view does,
-    for tenant 0; EXPLAIN (ANALYZE, BUFFERS) of its statement; the planner's cost for every
-    tenant's request (above jit_above_cost PostgreSQL JIT-compiles the plan) and, when any
-    gets JIT, every tenant's request timed with jit on and off."""
-    from api.logs.service import event_json
+    """list_events (SQL + row decoding; rows rendered to JSON text by PostgreSQL), then the
+    page's JSON text (orjson with the rows as fragments), as the view does, for tenant 0;
+    EXPLAIN (ANALYZE, BUFFERS) of its statement; the planner's cost for every tenant's
+    request (above jit_above_cost PostgreSQL JIT-compiles the plan) and, when any gets JIT,
+    every tenant's request timed with jit on and off."""
+    import orjson
+
     from auditlog.reads import list_events
 
     tenant = tenants[0]
@@ -1351,13 +1353,17 @@ def in_process_list(
         conn.autocommit = True
 
         def fetch() -> list[dict[str, Any]]:
-            return list_events(conn, tenant_id, filters, limit=101, newest_first=True, after=after)
+            return list_events(
+                conn, tenant_id, filters, limit=101, newest_first=True, after=after, rendered=True
+            )
 
         _RECORD.clear()
         out["list_events_ms"], rows = _median_ms(fetch, times)
         out["statement_ms"] = round(statistics.median(r["ms"] for r in _RECORD[1:]), 2)
         out["json_ms"], _ = _median_ms(
-            lambda: json.dumps({"data": [event_json(r) for r in rows[:100]], "next_cursor": "x"}),
+            lambda: orjson.dumps(
+                {"data": [orjson.Fragment(r["json"]) for r in rows[:100]], "next_cursor": "x"}
+            ),
             times,
         )
         # The same statement without server-side prepared statements (psycopg prepares a
@@ -1845,12 +1851,12 @@ def markdown(data: dict[str, Any]) -> str:
         f"## Listing and stats over HTTP (wrk, {cfg['connections']} keep-alive connections,"
         f" {cfg['duration']:.0f} s x {cfg['repeats']}, medians)",
         "",
-        f"API: gunicorn, {cfg['workers']} workers x 16 threads (infra/run.py). Each request is"
+        f"API: gunicorn, {cfg['workers']} workers (infra/run.py's command). Each request is"
         f" for one of the {N_TENANTS} tenants in turn (a `reader` token each). *c=1*: one"
         f" connection for {cfg['serial_duration']:.0f} s (the unloaded latency). *SQL*:"
         " execution time from EXPLAIN ANALYZE (tenant 0, same parameters). *In-process*:"
-        " `list_events` (SQL + row decoding) and `event_json` + JSON text, as the view runs"
-        " them, median of repeated calls.",
+        " `list_events` (SQL + rows rendered to JSON by PostgreSQL) and the page's JSON"
+        " text, as the view runs them, median of repeated calls.",
         "",
         "| scenario | rows/page | req/s | p50 ms | p99 ms | p99 per run | c=1 p50 / p99 ms"
         " | CPU ms/req API + PG | SQL plan + exec ms | in-process ms (SQL+decode / JSON)"
@@ -2135,9 +2141,9 @@ def observations(data: dict[str, Any]) -> list[str]:
             " with the partitions kept: at 365 days of retention it is about 4x today's."
             + (
                 f" On the API's side a first page costs {api_cpu:.1f} ms of CPU (from /proc,"
-                " under load), of which event_json + the JSON text of 100 rows are"
-                f" {first['json_ms']} ms in-process; the rest is decoding the rows (psycopg,"
-                " three jsonb columns each), Flask, JWT verification, logging and gunicorn."
+                " under load), of which the page's JSON text (100 rendered rows) is"
+                f" {first['json_ms']} ms in-process; the rest is reading the rows (psycopg),"
+                " Flask, JWT verification, logging and gunicorn."
                 if api_cpu
                 else ""
             )
