@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# gunicorn >= 25.1 opens a control socket at one fixed path per user ($HOME/.gunicorn); every
+# API process on the machine (make run, tests, benchmarks) would contend for it, and nothing
+# here uses it. Older gunicorns ignore an unknown setting in this file.
+control_socket_disable = True
+
 
 def worker_exit(server: Any, worker: Any) -> None:
     # Imported here, in the worker, after gevent patched the standard library.
