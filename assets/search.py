@@ -14,11 +14,10 @@ from dagster import (
     asset,
     asset_check,
 )
-from psycopg.rows import dict_row
 
 from assets.events import audit_events
 from auditlog.indexer import SearchIndexer
-from auditlog.search import ensure_template, index_events, index_for, index_pattern, make_client
+from auditlog.search import index_pattern, make_client
 from auditlog.search_deletions import RANGES_PER_QUERY, deleted_documents_query, pending_deletions
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
@@ -109,7 +108,9 @@ def search_counts_match(platform: AuditPlatform) -> AssetCheckResult:
     deps=[audit_events],
     partitions_def=MONTHS,
     description="Rebuild one month's index (audit-events-YYYY.MM) from PostgreSQL: drop it and "
-    "index every event of that month again. Backfill a range of months to rebuild them.",
+    "index every event of that month again (the incremental indexer waits meanwhile; the "
+    "deletions and redactions committed during it are applied before it ends). Backfill a "
+    "range of months to rebuild them.",
     kinds={"opensearch"},
 )
 def search_index_rebuild(
@@ -118,21 +119,26 @@ def search_index_rebuild(
     settings = platform.settings()
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    client = make_client(settings.opensearch_url)
-    ensure_template(client, settings.search_index_prefix)
-    index = index_for(start, settings.search_index_prefix)
-    client.indices.delete(index=index, ignore_unavailable=True)
-    total = 0
-    with (
-        connect(settings.database_url) as conn,
-        conn.transaction(),
-        conn.cursor(name="rebuild", row_factory=dict_row) as cur,
-    ):
-        cur.itersize = 5000
-        cur.execute(QUERIES["events_in_range"], {"start": start, "end": end})
-        while batch := cur.fetchmany(5000):
-            total += index_events(client, batch, settings.search_index_prefix)
-    context.log.info(f"rebuilt {index}: {total} documents")
+    indexer = SearchIndexer(
+        make_client(settings.opensearch_url), settings.database_url, settings.search_index_prefix
+    )
+    # Excludes the incremental indexer while it runs and applies the deletions and redactions
+    # committed meanwhile before it lets it go, so that its snapshot cannot bring back
+    # redacted or deleted data (auditlog.indexer.SEARCH_WRITER_LOCK says why).
+    rebuilt = indexer.rebuild(start, end)
+    applied = rebuilt.applied
+    context.log.info(
+        f"rebuilt {rebuilt.index}: {rebuilt.documents} documents; then re-indexed "
+        f"{applied.reindexed}, deletions applied {applied.deletions_applied} "
+        f"({applied.documents_deleted} documents)"
+    )
     return MaterializeResult(
-        metadata={"index": index, "documents": total, "rebuilt_at": datetime.now(UTC).isoformat()}
+        metadata={
+            "index": rebuilt.index,
+            "documents": rebuilt.documents,
+            "documents_reindexed": applied.reindexed,
+            "deletions_applied": applied.deletions_applied,
+            "documents_deleted": applied.documents_deleted,
+            "rebuilt_at": datetime.now(UTC).isoformat(),
+        }
     )

@@ -5,7 +5,10 @@ after the watermark (in seq order, in bulk), and only then advances the watermar
 pass leaves it where it was, so an OpenSearch outage is caught up afterwards by itself.
 Redacted events are re-indexed from their redacted rows. Events deleted from PostgreSQL
 (cleanup, retention) are deleted from the index first, from the ranges recorded in
-``search_deletions`` (``auditlog.search_deletions``), which likewise stay until applied."""
+``search_deletions`` (``auditlog.search_deletions``), which likewise stay until applied.
+
+``SearchIndexer.rebuild`` drops one month's index and writes it again from PostgreSQL; see
+``SEARCH_WRITER_LOCK`` for why it cannot bring back redacted or deleted data."""
 
 from __future__ import annotations
 
@@ -14,20 +17,56 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from opensearchpy import OpenSearch
 from psycopg.rows import dict_row
 
-from auditlog.search import DEFAULT_PREFIX, SearchUnavailable, ensure_template, index_events
+from auditlog.search import (
+    DEFAULT_PREFIX,
+    SearchUnavailable,
+    ensure_template,
+    index_events,
+    index_for,
+)
 from auditlog.search_deletions import apply_deletions
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
 
 log = logging.getLogger(__name__)
 BATCH = 2000
+REBUILD_BATCH = 5000
+# Rounds of "apply the pending deletions and reindex requests" a rebuild does before it lets
+# the incremental indexer run again; whatever is left then is applied by the indexer's next
+# pass (still after the rebuild's writes, so still correct; see below).
+REBUILD_APPLY_ROUNDS = 20
+
+# The PostgreSQL advisory lock (session level, per database) held by whoever writes the
+# search index from PostgreSQL: an incremental pass (``catch_up``) for its duration, a month
+# rebuild (``rebuild``) from before it drops the index until it has applied the pending
+# deletions and reindex requests. Passes skip while a rebuild holds it; a rebuild waits for
+# the pass in progress.
+#
+# Why: a rebuild writes documents read from one snapshot, over minutes. A redaction or a
+# deletion committed after that snapshot leaves a request (search_reindex_requests,
+# search_deletions) in its own transaction; if an incremental pass consumed the request
+# before the rebuild wrote its stale copy, nothing would ever correct that copy again, and
+# erased personal data (or a deleted event) would be searchable for good. Under the lock:
+# * a request consumed before the rebuild took the lock was consumed after its redaction or
+#   delete committed, so before the rebuild's snapshot (taken after the lock), which then
+#   already has the redacted row or lacks the deleted one;
+# * a request created after the snapshot cannot be consumed until the rebuild releases the
+#   lock, and the rebuild applies the pending requests only after its last write (its own
+#   writes and deletes are sequential: each bulk/delete_by_query returns once applied, and
+#   apply_deletions refreshes first, so a stale copy is never written after its correction);
+#   what it leaves pending stays pending (requests go only once applied) for the next pass;
+# * a rebuild that fails half way leaves the requests pending as well.
+# The lock also keeps a pass from indexing an event into the month between the rebuild's
+# drop and its snapshot, where the rebuild would have lost it. Advisory locks belong to a
+# database, so one per database is one per deployment (and per test database).
+SEARCH_WRITER_LOCK = 0x5EA2C4_1D0C
 
 
 @dataclass
@@ -38,7 +77,15 @@ class IndexStats:
     deletions_applied: int = 0  # search_deletions requests (ranges of events)
     documents_deleted: int = 0
     failures: int = 0
+    skipped_for_rebuild: int = 0  # passes not run: a rebuild held SEARCH_WRITER_LOCK
     tenants: set[uuid.UUID] = field(default_factory=set)
+
+
+@dataclass
+class RebuildStats:
+    index: str
+    documents: int = 0
+    applied: IndexStats = field(default_factory=IndexStats)  # requests applied afterwards
 
 
 class SearchIndexer:
@@ -54,7 +101,19 @@ class SearchIndexer:
         self, conn: psycopg.Connection[Any], stats: IndexStats, max_rounds: int = 50
     ) -> int:
         """Delete what was deleted, then index what is behind; returns how much this call
-        did (documents indexed, deletion requests applied)."""
+        did (documents indexed, deletion requests applied). Does nothing (returns 0) while a
+        rebuild runs (``SEARCH_WRITER_LOCK``). ``conn`` is not in autocommit."""
+        locked = conn.execute(QUERIES["try_search_writer_lock"], {"key": SEARCH_WRITER_LOCK})
+        if not _first(locked.fetchone()):
+            conn.commit()
+            stats.skipped_for_rebuild += 1
+            return 0
+        try:
+            return self._catch_up(conn, stats, max_rounds)
+        finally:
+            _release(conn)
+
+    def _catch_up(self, conn: psycopg.Connection[Any], stats: IndexStats, max_rounds: int) -> int:
         if not self._template_ready:
             ensure_template(self.client, self.index_prefix)
             self._template_ready = True
@@ -119,6 +178,45 @@ class SearchIndexer:
             stats.reindexed += count
         return count
 
+    def rebuild(
+        self, start: datetime, end: datetime, after_snapshot: Callable[[], None] = lambda: None
+    ) -> RebuildStats:
+        """Drop the index of the month starting at ``start`` and index every event created
+        in [start, end) again, then apply the pending deletions and reindex requests, all
+        under ``SEARCH_WRITER_LOCK`` (which says why in this order). ``after_snapshot`` runs
+        once the snapshot is read from, before the first write (tests use it to commit a
+        redaction or a delete in between)."""
+        result = RebuildStats(index_for(start, self.index_prefix))
+        with connect(self.database_url) as conn:
+            conn.execute(QUERIES["wait_search_writer_lock"], {"key": SEARCH_WRITER_LOCK})
+            conn.commit()
+            try:
+                ensure_template(self.client, self.index_prefix)
+                self._template_ready = True
+                self.client.indices.delete(index=result.index, ignore_unavailable=True)
+                with (
+                    conn.transaction(),
+                    conn.cursor(name="rebuild", row_factory=dict_row) as cur,
+                ):
+                    cur.itersize = REBUILD_BATCH
+                    cur.execute(QUERIES["events_in_range"], {"start": start, "end": end})
+                    batch = cur.fetchmany(REBUILD_BATCH)
+                    after_snapshot()
+                    while batch:
+                        result.documents += index_events(self.client, batch, self.index_prefix)
+                        batch = cur.fetchmany(REBUILD_BATCH)
+                # Every stale write is done: now (and not before) the requests of what
+                # changed since the snapshot can be applied.
+                for _ in range(REBUILD_APPLY_ROUNDS):
+                    deleted = apply_deletions(self.client, conn, self.index_prefix)
+                    result.applied.deletions_applied += deleted.requests
+                    result.applied.documents_deleted += deleted.documents
+                    if not deleted.requests + self._reindex_requested(conn, result.applied):
+                        break
+            finally:
+                _release(conn)
+        return result
+
     def run(
         self,
         time_budget_s: float,
@@ -152,3 +250,20 @@ class SearchIndexer:
                 for _ in listener.notifies(timeout=1.0, stop_after=1):
                     pass
         return stats
+
+
+def _first(row: tuple[Any, ...] | None) -> Any:
+    assert row is not None
+    return row[0]
+
+
+def _release(conn: psycopg.Connection[Any]) -> None:
+    """Release ``SEARCH_WRITER_LOCK`` (held by this session); a closed connection already
+    did. Everything worth keeping is committed by then: what is left open is reads, or a
+    failed statement."""
+    if conn.closed:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.execute(QUERIES["release_search_writer_lock"], {"key": SEARCH_WRITER_LOCK})
+    conn.commit()

@@ -311,6 +311,18 @@ INSERT INTO search_reindex_requests (tenant_id, id, created_at)
 VALUES (%(tenant_id)s, %(id)s, %(created_at)s)
 ON CONFLICT (tenant_id, id) DO UPDATE SET requested = now()
 
+-- name: try_search_writer_lock
+-- The search index's writers exclude each other (auditlog/indexer.py, SEARCH_WRITER_LOCK):
+-- an incremental pass skips while a rebuild holds it ...
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: wait_search_writer_lock
+-- ... and a rebuild waits for the pass in progress.
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: release_search_writer_lock
+SELECT pg_advisory_unlock(%(key)s)
+
 -- name: take_reindex_requests
 DELETE FROM search_reindex_requests
 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM search_reindex_requests ORDER BY requested LIMIT %(limit)s)
