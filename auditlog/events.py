@@ -288,6 +288,13 @@ def parse_event(
     if not isinstance(raw, Mapping):
         return None, [FieldError(where, "must be a JSON object")]
     encoded = json_bytes(raw)
+    if encoded is None:
+        # The C encoder also stops at 255 levels, and the careful way below recurses: name
+        # the fields nested too deeply here (counted without recursion), as validation would.
+        deep = [name for name, value in raw.items() if _json_depth(value) > MAX_JSON_DEPTH]
+        if deep:
+            message = f"nests deeper than {MAX_JSON_DEPTH} levels"
+            return None, [FieldError(".".join(p for p in (prefix, n) if p), message) for n in deep]
     # Without the fast spelling (a lone surrogate, a huge integer), measure the careful way;
     # a lone surrogate is then reported by the field that holds it, below.
     try:
