@@ -7,10 +7,11 @@ of the drain must stay flat and nothing may fail.
 Starts its own gunicorn (as `make run`) against a fresh database and queues, and a drain
 process (`auditlog drain`, as a Dagster drain run executes it) for the whole run. A paced
 client (threads, keep-alive) sends single-event POSTs and reads (list pages, get by id,
-stats) in a fixed mix. RSS of every API worker and of the drain is sampled every few
-seconds; "flat" compares the median of the first measured minute (after a warm-up) with
-the median of the last minute. At the end every accepted id must be stored (nothing lost).
-Writes bench/results/soak.json and soak.md (and rows for BENCHMARKS.md).
+stats) in a fixed mix, each for one of ``--tenants`` tenants drawn at random. RSS of every
+API worker and of the drain is sampled every few seconds; "flat" compares the median of the
+first measured minute (after a warm-up) with the median of the last minute. At the end
+every accepted id must be stored (nothing lost). Writes bench/results/soak.json and soak.md
+(and rows for BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ RESULTS = ROOT / "bench" / "results"
 # aggregates cover closed days), so its cost grows with the day's volume. At 3 % (15/s) on
 # this one tenant taking 400 events/s, PostgreSQL saturated after a few minutes and the
 # load fell to ~100 requests/s (2026-11-27 21:10 UTC run, stopped): see README, Stats.
+# Requests spread over --tenants tenants (10) as a multi-tenant platform's do; with all of
+# them on one tenant and stats at 0.5 %, the 21:49 run held 426 of 500 requests/s.
 MIX = (("post", 0.8), ("list", 0.11), ("get", 0.085), ("stats", 0.005))
 FLATNESS_LIMIT = 0.10  # RSS growth allowed between the first and the last minute
 
@@ -54,11 +57,19 @@ class Tally:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     accepted_ids: list[str] = field(default_factory=list)
+    # Per tenant (index into Client.tenants), for gets with that tenant's token.
+    accepted_by_tenant: dict[int, list[str]] = field(default_factory=dict)
     errors_seen: dict[str, str] = field(default_factory=dict)  # first error body per kind
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(
-        self, kind: str, ms: float, ok: bool, accepted: str | None = None, status: int = 0
+        self,
+        kind: str,
+        ms: float,
+        ok: bool,
+        accepted: str | None = None,
+        status: int = 0,
+        tenant: int = 0,
     ) -> None:
         with self.lock:
             self.latencies_ms.setdefault(kind, []).append(ms)
@@ -67,6 +78,7 @@ class Tally:
                 self.errors[key] = self.errors.get(key, 0) + 1
             if accepted:
                 self.accepted_ids.append(accepted)
+                self.accepted_by_tenant.setdefault(tenant, []).append(accepted)
 
 
 def rss_mib(pid: int) -> float | None:
@@ -87,24 +99,30 @@ def children(pid: int) -> list[int]:
 class Client:
     """One keep-alive connection per thread; requests paced from a shared schedule."""
 
-    def __init__(self, base_url: str, token: str, tally: Tally, body: bytes) -> None:
+    def __init__(self, base_url: str, tokens: list[str], tally: Tally, body: bytes) -> None:
         host, port = base_url.removeprefix("http://").split(":")
         self.host, self.port = host, int(port)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        # One token per tenant; each request acts for a tenant drawn at random.
+        self.headers = [
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            for token in tokens
+        ]
         self.tally = tally
         self.body = body
 
     def request(self, conn: http.client.HTTPConnection, kind: str, rng: random.Random) -> None:
+        tenant = rng.randrange(len(self.headers))
+        own_ids = self.tally.accepted_by_tenant.get(tenant)
         if kind == "post":
             method, path, body = "POST", "/api/v1/logs", self.body
-        elif kind == "get" and self.tally.accepted_ids:
-            method, path, body = "GET", f"/api/v1/logs/{rng.choice(self.tally.accepted_ids)}", None
+        elif kind == "get" and own_ids:
+            method, path, body = "GET", f"/api/v1/logs/{rng.choice(own_ids)}", None
         elif kind == "stats":
             method, path, body = "GET", "/api/v1/logs/stats", None
         else:
             kind, method, path, body = "list", "GET", "/api/v1/logs?limit=50", None
         started = time.perf_counter()
-        conn.request(method, path, body=body, headers=self.headers)
+        conn.request(method, path, body=body, headers=self.headers[tenant])
         response = conn.getresponse()
         data = response.read()
         ms = (time.perf_counter() - started) * 1000
@@ -113,7 +131,7 @@ class Client:
         accepted = json.loads(data)["id"] if kind == "post" and response.status == 202 else None
         if not ok and kind not in self.tally.errors_seen:
             self.tally.errors_seen[kind] = data[:300].decode(errors="replace")
-        self.tally.record(kind, ms, ok, accepted, response.status)
+        self.tally.record(kind, ms, ok, accepted, response.status, tenant)
 
 
 def run_load(client: Client, rate: float, seconds: float, threads: int) -> None:
@@ -183,6 +201,16 @@ def flatness(samples: list[dict[str, Any]], key: str, warmup_s: float) -> dict[s
     return {"first_minute_mib": round(a, 1), "last_minute_mib": round(b, 1), "growth": b / a - 1}
 
 
+def new_tenants(database_url: str, count: int) -> list[str]:
+    from auditlog.store.pool import connect
+    from auditlog.tenants import create_tenant
+
+    with connect(database_url) as conn:
+        made = [str(create_tenant(conn, name=f"soak-{i}")["id"]) for i in range(count)]
+        conn.commit()
+    return made
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -196,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     # responses take 100 ms: 64 threads x 10 requests/s each.
     p.add_argument("--threads", type=int, default=64)
     p.add_argument("--warmup", type=float, default=30, help="seconds before RSS counts")
+    p.add_argument("--tenants", type=int, default=10, help="tenants the requests spread over")
     p.add_argument("--quick", action="store_true", help="60 s")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -235,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         print(f"[soak] {args.rate:g} requests/s for {args.seconds:g} s", flush=True)
         started = time.monotonic()
-        # The seed's `user` role reads and writes in its tenant: one token for the whole mix.
-        tenant = jwt.decode(api.token, options={"verify_signature": False})["tenant_id"]
-        token = mint_token(api.settings, tenant_id=tenant, role="user")
-        run_load(Client(api.base_url, token, tally, body), args.rate, args.seconds, args.threads)
+        # The seed's `user` role reads and writes in its tenant: one token per tenant, the
+        # API's own tenant and --tenants - 1 more, as a multi-tenant platform sees them.
+        tenants = [jwt.decode(api.token, options={"verify_signature": False})["tenant_id"]]
+        tenants += new_tenants(api.settings.database_url, args.tenants - 1)
+        tokens = [mint_token(api.settings, tenant_id=t, role="user") for t in tenants]
+        run_load(Client(api.base_url, tokens, tally, body), args.rate, args.seconds, args.threads)
         elapsed = time.monotonic() - started
         stop.set()
         sampler.join()
@@ -326,7 +357,8 @@ def markdown(r: dict[str, Any]) -> str:
         + f"; load average at start {[round(x, 2) for x in m['loadavg_at_start']]}.",
         "",
         f"{r['config']['rate']:g} requests/s for {r['config']['seconds']:g} s "
-        f"(mix {r['config']['mix']}), achieved {r['achieved_rate']:,.0f}/s over "
+        f"(mix {r['config']['mix']}, over {r['config']['tenants']} tenants), achieved "
+        f"{r['achieved_rate']:,.0f}/s over "
         f"{r['elapsed_s']:g} s; API: gunicorn as `make run` (2 gevent workers), drain: one "
         "`auditlog drain` process for the whole run.",
         "",
