@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -34,12 +33,12 @@ from auditlog.retention_policy import RetentionReport, _drop_partitions, apply_r
 from auditlog.search import SearchUnavailable, index_events, make_client, search_ids
 from auditlog.search_deletions import apply_deletions
 from auditlog.settings import Settings
-from auditlog.store.migrate import migrate
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
 from auditlog.tenants import create_tenant
 from auditlog.tokens import mint_token
 from pipelines.resources import AuditPlatform
+from tests.integration.search_support import own_search_settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DOWN = "http://127.0.0.1:9"  # nothing listens there
@@ -47,19 +46,8 @@ DOWN = "http://127.0.0.1:9"  # nothing listens there
 
 @pytest.fixture(scope="module")
 def own(settings: Settings) -> Iterator[Settings]:
-    name = f"auditlog_test_del_{uuid.uuid4().hex[:8]}"
-    admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # our own name, not input
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    prefix = f"test-deletions-{uuid.uuid4().hex[:8]}"
-    yield replace(settings, database_url=url, search_index_prefix=prefix)
-    client = make_client(settings.opensearch_url)
-    client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-    client.indices.delete_index_template(name=prefix, ignore=[404])
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_search_settings(settings, "del") as isolated:
+        yield isolated
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from dagster import materialize
 from flask import Flask
@@ -33,11 +31,11 @@ from auditlog.indexer import IndexStats, SearchIndexer
 from auditlog.queue import EventQueue, encode_envelope
 from auditlog.search import make_client
 from auditlog.settings import Settings
-from auditlog.store.migrate import migrate
 from auditlog.store.pool import connect
 from auditlog.tenants import create_tenant
 from auditlog.tokens import mint_token
 from pipelines.resources import AuditPlatform
+from tests.integration.search_support import own_search_settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # A whole month well in the past: cleanup can delete in it, and nothing else writes there.
@@ -47,19 +45,8 @@ NEXT_MONTH = (MONTH + timedelta(days=32)).replace(day=1)
 
 @pytest.fixture(scope="module")
 def own(settings: Settings) -> Iterator[Settings]:
-    name = f"auditlog_test_rebuild_{uuid.uuid4().hex[:8]}"
-    admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # our own name, not input
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    prefix = f"test-rebuild-{uuid.uuid4().hex[:8]}"
-    yield replace(settings, database_url=url, search_index_prefix=prefix)
-    client = make_client(settings.opensearch_url)
-    client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-    client.indices.delete_index_template(name=prefix, ignore=[404])
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_search_settings(settings, "rebuild") as isolated:
+        yield isolated
 
 
 @pytest.fixture(scope="module")
