@@ -31,12 +31,15 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
     assert_exactly_once: Callable[..., None],
 ) -> None:
     tenants = [new_tenant() for _ in range(3)]
-    records = make_records(tenants, scaled(1000))
-    # Small messages, so the drain works through many batches: a kill lands mid-batch.
+    # Small messages (~15 events) in small batches (10 messages): some 60 batches, so each
+    # kill lands mid-run even on a quiet machine, where a drain stores ~1,000 events between
+    # two polls of the wait below (with 3,000 events in 4 batches, the second run once
+    # finished before its kill).
+    records = make_records(tenants, scaled(3000))
     fault_queue.send_bodies(list(pack_records(records, max_bytes=8_000, compress=False)))
 
     for _ in range(2):
-        drain = start_drain(fault_settings, seconds=120, idle=5, batch_size=50)
+        drain = start_drain(fault_settings, seconds=120, idle=5, batch_size=10)
         before = stored_count(db, tenants)
         wait_for(
             lambda b=before: stored_count(db, tenants) > b + 200, 60, "the drain to make progress"
