@@ -1,6 +1,9 @@
 """gunicorn settings file for the API (``--config infra/gunicorn_conf.py``, passed by
 ``infra/run.py api_command``): hooks only; the command line holds the settings.
 
+``post_worker_init`` runs in each worker once the app is loaded: one socket write per small
+response (``infra/gunicorn_response.py``) and garbage-collector settings for a server.
+
 ``worker_exit`` runs in each worker after it stopped serving, while gevent's hub is still
 running, and closes the app's pool, producer and listener there. Without it the pool is
 only collected at interpreter shutdown, where its ``__del__`` cannot join its threads
@@ -29,3 +32,19 @@ def worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)  # absent when the app failed to load
     if isinstance(app, Flask):
         close_app(app)
+
+
+def post_worker_init(worker: Any) -> None:
+    import gc
+
+    from infra import gunicorn_response
+
+    gunicorn_response.install()
+    # The app is loaded: its long-lived objects (Flask, botocore's service models, pydantic
+    # schemas) move to the permanent generation, so no collection traverses them again, and
+    # young collections run every 10,000 container allocations instead of 700 (a request
+    # allocates thousands). Single-event ingest in-process, 32 greenlets: 600 -> 520 us of
+    # CPU per request.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
