@@ -65,6 +65,7 @@ class Services:
         self.producer = BatchingProducer(
             self.queue,
             linger_s=self.settings.producer_linger_ms / 1000,
+            senders=self.settings.producer_senders,
             on_error=lambda _exc: metrics.SQS_ERRORS.inc(),
         )
         self.idempotency = IdempotencyStore(self.pool)

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, str] = {
     "RATE_LIMIT_EVENTS_PER_SECOND": "5000",
     "RATE_LIMIT_BURST": "10000",
     "PRODUCER_LINGER_MS": "3",
+    "PRODUCER_SENDERS": "2",
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "8",
     "DRAIN_BATCH_SIZE": "500",
@@ -92,6 +93,7 @@ class Settings:
     rate_limit_events_per_second: float = float(DEFAULTS["RATE_LIMIT_EVENTS_PER_SECOND"])
     rate_limit_burst: float = float(DEFAULTS["RATE_LIMIT_BURST"])
     producer_linger_ms: float = float(DEFAULTS["PRODUCER_LINGER_MS"])
+    producer_senders: int = int(DEFAULTS["PRODUCER_SENDERS"])
     db_pool_min: int = int(DEFAULTS["DB_POOL_MIN"])
     db_pool_max: int = int(DEFAULTS["DB_POOL_MAX"])
     drain_batch_size: int = int(DEFAULTS["DRAIN_BATCH_SIZE"])
