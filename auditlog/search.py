@@ -118,6 +118,36 @@ def _strings(value: Any) -> Iterator[str]:
         yield str(value)
 
 
+# flat_object indexes every leaf of a JSON field as a keyword term, alone and as
+# "path=value"; Lucene refuses a term over 32,766 UTF-8 bytes and with it the whole document
+# (which the indexer would retry forever). Metadata may hold strings of up to 64 KiB, so the
+# indexed copy keeps at most this many bytes of each value, and of each key (a path is at
+# most MAX_JSON_DEPTH keys): 16 x 512 + 16,384 stays under the limit. PostgreSQL keeps the
+# whole value, and search_text its words.
+KEYWORD_VALUE_MAX_BYTES = 16 * 1024
+KEYWORD_KEY_MAX_BYTES = 512
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes
+        return text
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")  # drops a character cut in two
+
+
+def keyword_safe(value: Any) -> Any:
+    """``value`` (a JSON value) with every string and key cut to what a keyword term holds."""
+    if isinstance(value, str):
+        return _cut_utf8(value, KEYWORD_VALUE_MAX_BYTES)
+    if isinstance(value, dict):
+        return {_cut_utf8(k, KEYWORD_KEY_MAX_BYTES): keyword_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [keyword_safe(item) for item in value]
+    return value
+
+
 def to_document(row: dict[str, Any]) -> dict[str, Any]:
     """The indexed form of a stored event (a row as ``auditlog.reads`` returns it)."""
     text = " ".join(
@@ -141,9 +171,9 @@ def to_document(row: dict[str, Any]) -> dict[str, Any]:
         "resource_id": row["resource_id"],
         "severity": row["severity"],
         "severity_rank": SEVERITY_ORDER.index(row["severity"]),
-        "before_state": row["before_state"],
-        "after_state": row["after_state"],
-        "metadata": row["metadata"],
+        "before_state": keyword_safe(row["before_state"]),
+        "after_state": keyword_safe(row["after_state"]),
+        "metadata": keyword_safe(row["metadata"]),
         "search_text": text,
     }
 

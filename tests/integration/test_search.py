@@ -121,6 +121,42 @@ def test_search_finds_text_qualifiers_and_pages_with_the_cursor(
     assert "colour" in bad.get_json()["errors"][0]["message"]
 
 
+def test_values_too_long_for_a_keyword_are_indexed_cut_not_refused(
+    client: FlaskClient,
+    settings: Settings,
+    queue: EventQueue,
+    new_tenant: Callable[..., uuid.UUID],
+    token_for: Callable[..., str],
+) -> None:
+    # Lucene refuses a keyword term over 32,766 bytes, and with it the whole document: an
+    # accepted event (metadata up to 64 KiB) must still be indexed, or the indexer would
+    # stop at it for good.
+    tenant = new_tenant()
+    long_key = "k" * 2_000
+    ids = load(
+        settings,
+        queue,
+        tenant,
+        [
+            {
+                "metadata": {
+                    "note": "oversized",
+                    "blob": "é" * 20_000 + " tail",  # 40,005 bytes of UTF-8
+                    "nested": {long_key: "under a long key"},
+                },
+            }
+        ],
+    )
+    index_all(settings)
+    reader = {"Authorization": f"Bearer {token_for(tenant, 'reader')}"}
+    assert search(client, reader, "oversized") == ids
+    assert search(client, reader, "metadata.note:oversized") == ids
+    # The stored event is whole: the index holds a cut copy of the long values only.
+    stored = client.get(f"/api/v1/logs/{ids[0]}", headers=reader).get_json()
+    assert stored["metadata"]["blob"] == "é" * 20_000 + " tail"
+    assert stored["metadata"]["nested"][long_key] == "under a long key"
+
+
 def test_search_never_crosses_tenants_even_when_the_other_matches_better(
     client: FlaskClient,
     settings: Settings,
