@@ -1,6 +1,7 @@
-"""``daily_stats``: per tenant and UTC day, counts by action, severity and resource type,
-ranked per-resource and per-user counts and hourly totals (auditlog/daily_stats.py), which
-GET /api/v1/logs/stats reads for whole days instead of hourly aggregates and raw rows.
+"""``daily_stats``: per tenant and UTC day, counts by action, severity and resource type
+(combined, and each on its own), ranked per-resource and per-user counts and hourly totals
+(auditlog/daily_stats.py), which GET /api/v1/logs/stats reads for whole days instead of
+hourly aggregates and raw rows.
 
 Daily partitions, backfillable. A schedule builds yesterday a little after midnight UTC; a
 sensor rebuilds days whose events changed after they were built (late events, retention,

@@ -1,7 +1,8 @@
 """Building the daily statistics of one UTC day (the ``daily_stats`` asset's work).
 
-For every tenant with events on the day: counts by action, severity and resource type,
-every resource's and user's count ranked within the day, and the hourly totals; stamped
+For every tenant with events on the day: counts by action, severity and resource type
+(audit_stats_daily, and each on its own in audit_stats_daily_counts), every resource's and
+user's count ranked within the day, and the hourly totals; stamped
 with the day's version as read before counting. Any later change to the day's events bumps
 the version (migration 0006's triggers), so the API then ignores these rows until the next
 build: a build is never wrong, at worst out of date and unused. See auditlog/stats.py.

@@ -541,8 +541,8 @@ def prepare_daily_stats(url: str) -> dict[str, Any]:
             events += build_day(conn, day).events
             if i % 10 == 0 or i == len(rows):
                 say(f"  daily_stats: {i}/{len(rows)} days, {time.perf_counter() - started:.0f} s")
-        if rows:
-            for table in ("days", "daily", "daily_resources", "daily_users"):
+        if rows or applied:  # a migration may have filled a table (0010: daily_counts)
+            for table in ("days", "daily", "daily_counts", "daily_resources", "daily_users"):
                 conn.execute(
                     sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(f"audit_stats_{table}"))
                 )

@@ -1,165 +1,234 @@
--- Statistics: the daily aggregates (migration 0006) and the reads that combine them with
--- audit_stats_hourly and raw rows (auditlog/stats.py, auditlog/daily_stats.py).
+-- Statistics: the daily aggregates (migrations 0006, 0010) and the reads that combine them
+-- with audit_stats_hourly and raw rows (auditlog/stats.py, auditlog/daily_stats.py).
 -- Fragments whose names end in _part are joined with UNION ALL into the statements marked
--- {parts}; {start}/{end} are the placeholders of one time span.
+-- {parts} (or another name in braces); {start}/{end} are the placeholders of one time span
+-- and {sign} is 1 for a span counted, -1 for a span subtracted (Coverage.minus).
 
 -- name: built_days
--- The tenant's days whose daily rows are current (built from the day's latest version).
-SELECT day, events, hourly
+-- The tenant's days whose daily rows are current (built from the day's latest version), with
+-- the hourly totals of the days the range only partly covers.
+SELECT day, events, CASE WHEN day = ANY(%(edge_days)s::date[]) THEN hourly END
 FROM audit_stats_days
 WHERE tenant_id = %(tenant_id)s AND day >= %(first_day)s AND day < %(end_day)s
   AND built_version = version
 
 -- name: breakdown
--- Counts by action, severity, resource type and (for spans not served by whole days) hour,
--- in one pass over the sources. kind: 1 action, 2 severity, 3 resource type, 4 hour.
-SELECT CASE GROUPING(action_type, severity, resource_type, hour)
-           WHEN 7 THEN 1 WHEN 11 THEN 2 WHEN 13 THEN 3 ELSE 4 END AS kind,
-       coalesce(action_type, severity, resource_type) AS name, hour, sum(events)::bigint
-FROM ({parts}) src (hour, action_type, severity, resource_type, events)
-GROUP BY GROUPING SETS ((action_type), (severity), (resource_type), (hour))
+-- Everything of a range but its tops, in one statement. kind 1: by action, 2: by severity,
+-- 3: by resource type (name, events); 4: the series (bucket start as the API writes it,
+-- events); 5: last_7_days (events of the week's spans not served by built days). src holds
+-- the hourly and raw counts of the spans not in built days (negative for the parts of
+-- built days outside the range); the built days' counts and hourly totals are read in this
+-- same statement, so all are of one build.
+WITH src (hour, action_type, severity, resource_type, events) AS (
+    {parts}
+), series (bucket, events) AS (
+    SELECT date_trunc(%(bucket)s, hour AT TIME ZONE 'UTC'), events FROM src
+    UNION ALL
+    SELECT d.day, d.events
+    FROM audit_stats_days d
+    WHERE %(bucket)s = 'day' AND d.tenant_id = %(tenant_id)s AND d.day = ANY(%(days)s::date[])
+    UNION ALL
+    SELECT d.day + (h.i - 1) * interval '1 hour', h.n
+    FROM audit_stats_days d, unnest(d.hourly) WITH ORDINALITY h (n, i)
+    WHERE %(bucket)s = 'hour' AND d.tenant_id = %(tenant_id)s AND d.day = ANY(%(days)s::date[])
+      AND h.n > 0
+)
+SELECT kind, name, sum(events)::bigint
+FROM (
+    SELECT CASE GROUPING(action_type, severity, resource_type) WHEN 3 THEN 1 WHEN 5 THEN 2 ELSE 3 END,
+           coalesce(action_type, severity, resource_type), sum(events)
+    FROM src
+    GROUP BY GROUPING SETS ((action_type), (severity), (resource_type))
+    UNION ALL
+    SELECT kind, name, events
+    FROM audit_stats_daily_counts
+    WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[])
+) counts (kind, name, events)
+GROUP BY 1, 2
+UNION ALL
+SELECT 4, to_char(bucket, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), sum(events)::bigint
+FROM series
+GROUP BY bucket
+HAVING sum(events) > 0
+UNION ALL
+SELECT 5, NULL, ({week_total})
 
--- name: breakdown_daily_part
-SELECT NULL::timestamptz, action_type, severity, resource_type, sum(events)
-FROM audit_stats_daily
-WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[])
-GROUP BY 2, 3, 4
+-- name: total
+-- The events of a range's spans not in built days (breakdown's last_7_days).
+SELECT coalesce(sum(n), 0)::bigint FROM ({parts}) src (n)
+
+-- name: breakdown_none_part
+SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::text, NULL::bigint WHERE false
 
 -- name: breakdown_hourly_part
-SELECT hour, action_type, severity, resource_type, events
+SELECT hour, action_type, severity, resource_type, {sign} * events
 FROM audit_stats_hourly
 WHERE tenant_id = %(tenant_id)s AND hour >= {start} AND hour < {end}
 
 -- name: breakdown_raw_part
-SELECT date_trunc('hour', created_at, 'UTC'), action_type, severity, resource_type, count(*)
+SELECT date_trunc('hour', created_at, 'UTC'), action_type, severity, resource_type, {sign} * count(*)
 FROM audit_logs
 WHERE tenant_id = %(tenant_id)s AND created_at >= {start} AND created_at < {end}
 GROUP BY 1, 2, 3, 4
 
--- name: total
-SELECT coalesce(sum(n), 0)::bigint FROM ({parts}) src (n)
-
 -- name: total_hourly_part
-SELECT sum(events) FROM audit_stats_hourly
+SELECT {sign} * sum(events) FROM audit_stats_hourly
 WHERE tenant_id = %(tenant_id)s AND hour >= {start} AND hour < {end}
 
 -- name: total_raw_part
-SELECT count(*) FROM audit_logs
+SELECT {sign} * count(*) FROM audit_logs
 WHERE tenant_id = %(tenant_id)s AND created_at >= {start} AND created_at < {end}
 
--- name: top_resources
--- Exact top-N resources over built days plus raw spans, reading only each day's top
--- %(listed)s rows. For a resource, low = its raw count + its counts on the days that list
--- it; high = low + the (listed+1)-th count of each day that does not list it. Only
--- resources whose high reaches the N-th largest low can be in the top N, so only their
--- exact sums are read. The caller checks that no resource listed on no day (at most
--- `rest`, the sum of the days' bounds) could reach `threshold`; else it runs the exact sum.
-WITH edge AS (
-    SELECT resource_type, resource_id, count(*) AS events
-    FROM ({parts}) raw (resource_type, resource_id)
-    GROUP BY 1, 2
-), ranked AS (
+-- name: total_none_part
+SELECT 0::bigint
+
+-- name: top
+-- Exact top-N resources (kind 1) and users (kind 2) over built days plus raw spans, reading
+-- only each day's top %(listed)s rows. A key's raw count is signed: rows of the range outside
+-- the built days count +1, rows of a built day outside the range -1 (see Coverage). For a
+-- key, low = its raw count + its counts on the days that list it; high = low + the
+-- (listed+1)-th count of each day that does not list it. Only keys whose high reaches the
+-- N-th largest low (threshold) can be in the top N, so only their exact sums are read. A key
+-- listed on no day has high = its raw count + `rest` (the sum of the days' bounds); one below
+-- `floor` (the N-th largest listed sum plus the lowest raw count if negative: at most the
+-- threshold) cannot be in the top N, so of the many rare keys of the raw rows none is
+-- joined or sorted. The caller checks that no key listed on no day and absent from the raw
+-- rows (at most `rest`) could reach `threshold`; else it runs the exact sum
+-- (top_resources_exact, top_users_exact).
+-- Counts are bigint throughout (sum() of bigint would be numeric).
+WITH r_ranked AS (
     SELECT day, resource_type, resource_id, events, day_rank
     FROM audit_stats_daily_resources
     WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[]) AND day_rank <= %(listed)s + 1
-), bounds AS (
-    SELECT day, events AS rest FROM ranked WHERE day_rank = %(listed)s + 1
-), listed AS (
-    SELECT r.resource_type, r.resource_id, sum(r.events) AS events,
-           coalesce(sum(b.rest), 0) AS rest_listed
-    FROM ranked r LEFT JOIN bounds b USING (day)
+), r_bounds AS (
+    SELECT day, events AS rest FROM r_ranked WHERE day_rank = %(listed)s + 1
+), r_rest AS (
+    SELECT coalesce(sum(rest), 0)::bigint AS rest FROM r_bounds
+), r_listed AS (
+    SELECT r.resource_type, r.resource_id, sum(r.events)::bigint AS events,
+           coalesce(sum(b.rest), 0)::bigint AS rest_listed
+    FROM r_ranked r LEFT JOIN r_bounds b USING (day)
     WHERE r.day_rank <= %(listed)s
     GROUP BY 1, 2
-), known AS (
+), r_raw AS (
+    SELECT resource_type, resource_id, sum(sign)::bigint AS events
+    FROM ({resource_parts}) raw (resource_type, resource_id, sign)
+    GROUP BY 1, 2
+), r_floor AS (
+    SELECT coalesce((SELECT events FROM r_listed ORDER BY events DESC OFFSET %(n)s - 1 LIMIT 1), 0)
+           + least((SELECT min(events) FROM r_raw), 0) AS low
+), r_edge AS (
+    SELECT resource_type, resource_id, events FROM r_raw
+    WHERE events + (SELECT rest FROM r_rest) >= (SELECT low FROM r_floor)
+       OR (resource_type, resource_id) IN (SELECT resource_type, resource_id FROM r_listed)
+), r_known AS (
     SELECT resource_type, resource_id, coalesce(e.events, 0) AS edge_events,
            coalesce(e.events, 0) + coalesce(l.events, 0) AS low,
            coalesce(e.events, 0) + coalesce(l.events, 0)
-             + (SELECT coalesce(sum(rest), 0) FROM bounds) - coalesce(l.rest_listed, 0) AS high
-    FROM edge e FULL JOIN listed l USING (resource_type, resource_id)
-), threshold AS (
-    SELECT coalesce((SELECT low FROM known ORDER BY low DESC OFFSET %(n)s - 1 LIMIT 1), 0) AS low
+             + (SELECT rest FROM r_rest) - coalesce(l.rest_listed, 0) AS high
+    FROM r_edge e FULL JOIN r_listed l USING (resource_type, resource_id)
+), r_threshold AS (
+    SELECT coalesce((SELECT low FROM r_known ORDER BY low DESC OFFSET %(n)s - 1 LIMIT 1), 0) AS low
+), r_top AS (
+    SELECT * FROM (
+        SELECT k.resource_type, k.resource_id,
+               k.edge_events + coalesce((
+                   SELECT sum(d.events) FROM audit_stats_daily_resources d
+                   WHERE d.tenant_id = %(tenant_id)s AND d.resource_type = k.resource_type
+                     AND d.resource_id = k.resource_id AND d.day = ANY(%(days)s::date[])), 0)::bigint AS events
+        FROM r_known k
+        WHERE k.high >= (SELECT low FROM r_threshold)
+    ) candidates
+    WHERE events > 0  -- a key only in a subtracted part of a day counts 0 in the range
+    ORDER BY 3 DESC, 1, 2
+    LIMIT %(n)s
+), u_ranked AS (
+    SELECT day, user_id, events, day_rank
+    FROM audit_stats_daily_users
+    WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[]) AND day_rank <= %(listed)s + 1
+), u_bounds AS (
+    SELECT day, events AS rest FROM u_ranked WHERE day_rank = %(listed)s + 1
+), u_rest AS (
+    SELECT coalesce(sum(rest), 0)::bigint AS rest FROM u_bounds
+), u_listed AS (
+    SELECT r.user_id, sum(r.events)::bigint AS events, coalesce(sum(b.rest), 0)::bigint AS rest_listed
+    FROM u_ranked r LEFT JOIN u_bounds b USING (day)
+    WHERE r.day_rank <= %(listed)s
+    GROUP BY 1
+), u_raw AS (
+    SELECT user_id, sum(sign)::bigint AS events
+    FROM ({user_parts}) raw (user_id, sign)
+    GROUP BY 1
+), u_floor AS (
+    SELECT coalesce((SELECT events FROM u_listed ORDER BY events DESC OFFSET %(n)s - 1 LIMIT 1), 0)
+           + least((SELECT min(events) FROM u_raw), 0) AS low
+), u_edge AS (
+    SELECT user_id, events FROM u_raw
+    WHERE events + (SELECT rest FROM u_rest) >= (SELECT low FROM u_floor)
+       OR user_id IN (SELECT user_id FROM u_listed)
+), u_known AS (
+    SELECT user_id, coalesce(e.events, 0) AS edge_events,
+           coalesce(e.events, 0) + coalesce(l.events, 0) AS low,
+           coalesce(e.events, 0) + coalesce(l.events, 0)
+             + (SELECT rest FROM u_rest) - coalesce(l.rest_listed, 0) AS high
+    FROM u_edge e FULL JOIN u_listed l USING (user_id)
+), u_threshold AS (
+    SELECT coalesce((SELECT low FROM u_known ORDER BY low DESC OFFSET %(n)s - 1 LIMIT 1), 0) AS low
+), u_top AS (
+    SELECT * FROM (
+        SELECT k.user_id,
+               k.edge_events + coalesce((
+                   SELECT sum(d.events) FROM audit_stats_daily_users d
+                   WHERE d.tenant_id = %(tenant_id)s AND d.user_id = k.user_id
+                     AND d.day = ANY(%(days)s::date[])), 0)::bigint AS events
+        FROM u_known k
+        WHERE k.high >= (SELECT low FROM u_threshold)
+    ) candidates
+    WHERE events > 0
+    ORDER BY 2 DESC, 1
+    LIMIT %(n)s
 )
-SELECT k.resource_type, k.resource_id,
-       k.edge_events + coalesce((
-           SELECT sum(d.events) FROM audit_stats_daily_resources d
-           WHERE d.tenant_id = %(tenant_id)s AND d.resource_type = k.resource_type
-             AND d.resource_id = k.resource_id AND d.day = ANY(%(days)s::date[])), 0)::bigint AS events,
-       (SELECT low FROM threshold)::bigint AS threshold,
-       (SELECT coalesce(sum(rest), 0) FROM bounds)::bigint AS rest
-FROM known k
-WHERE k.high >= (SELECT low FROM threshold)
-ORDER BY 3 DESC, 1, 2
-LIMIT %(n)s
+SELECT 1, resource_type, resource_id, NULL::uuid, events,
+       (SELECT low FROM r_threshold), (SELECT rest FROM r_rest)
+FROM r_top
+UNION ALL
+SELECT 2, NULL, NULL, user_id, events, (SELECT low FROM u_threshold), (SELECT rest FROM u_rest)
+FROM u_top
 
 -- name: top_resources_raw_part
-SELECT resource_type, resource_id FROM audit_logs
+SELECT resource_type, resource_id, {sign} FROM audit_logs
 WHERE tenant_id = %(tenant_id)s AND created_at >= {start} AND created_at < {end}
 
 -- name: top_resources_exact
--- The plain sum over every daily row, for when the bound of top_resources cannot decide.
+-- The plain sum over every daily row, for when the bound of `top` cannot decide.
 SELECT resource_type, resource_id, sum(events)::bigint
 FROM (
-    SELECT resource_type, resource_id, 1 AS events FROM ({parts}) raw (resource_type, resource_id)
+    SELECT resource_type, resource_id, sign AS events
+    FROM ({parts}) raw (resource_type, resource_id, sign)
     UNION ALL
     SELECT resource_type, resource_id, events FROM audit_stats_daily_resources
     WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[])
 ) counted
 GROUP BY 1, 2
+HAVING sum(events) > 0  -- a key only in a subtracted part of a day counts 0 in the range
 ORDER BY 3 DESC, 1, 2
 LIMIT %(n)s
 
--- name: top_users
--- As top_resources, for users (events without a user_id do not count).
-WITH edge AS (
-    SELECT user_id, count(*) AS events
-    FROM ({parts}) raw (user_id)
-    GROUP BY 1
-), ranked AS (
-    SELECT day, user_id, events, day_rank
-    FROM audit_stats_daily_users
-    WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[]) AND day_rank <= %(listed)s + 1
-), bounds AS (
-    SELECT day, events AS rest FROM ranked WHERE day_rank = %(listed)s + 1
-), listed AS (
-    SELECT r.user_id, sum(r.events) AS events, coalesce(sum(b.rest), 0) AS rest_listed
-    FROM ranked r LEFT JOIN bounds b USING (day)
-    WHERE r.day_rank <= %(listed)s
-    GROUP BY 1
-), known AS (
-    SELECT user_id, coalesce(e.events, 0) AS edge_events,
-           coalesce(e.events, 0) + coalesce(l.events, 0) AS low,
-           coalesce(e.events, 0) + coalesce(l.events, 0)
-             + (SELECT coalesce(sum(rest), 0) FROM bounds) - coalesce(l.rest_listed, 0) AS high
-    FROM edge e FULL JOIN listed l USING (user_id)
-), threshold AS (
-    SELECT coalesce((SELECT low FROM known ORDER BY low DESC OFFSET %(n)s - 1 LIMIT 1), 0) AS low
-)
-SELECT k.user_id,
-       k.edge_events + coalesce((
-           SELECT sum(d.events) FROM audit_stats_daily_users d
-           WHERE d.tenant_id = %(tenant_id)s AND d.user_id = k.user_id
-             AND d.day = ANY(%(days)s::date[])), 0)::bigint AS events,
-       (SELECT low FROM threshold)::bigint AS threshold,
-       (SELECT coalesce(sum(rest), 0) FROM bounds)::bigint AS rest
-FROM known k
-WHERE k.high >= (SELECT low FROM threshold)
-ORDER BY 2 DESC, 1
-LIMIT %(n)s
-
 -- name: top_users_raw_part
-SELECT user_id FROM audit_logs
+SELECT user_id, {sign} FROM audit_logs
 WHERE tenant_id = %(tenant_id)s AND created_at >= {start} AND created_at < {end}
   AND user_id IS NOT NULL
 
 -- name: top_users_exact
 SELECT user_id, sum(events)::bigint
 FROM (
-    SELECT user_id, 1 AS events FROM ({parts}) raw (user_id)
+    SELECT user_id, sign AS events FROM ({parts}) raw (user_id, sign)
     UNION ALL
     SELECT user_id, events FROM audit_stats_daily_users
     WHERE tenant_id = %(tenant_id)s AND day = ANY(%(days)s::date[])
 ) counted
 GROUP BY 1
+HAVING sum(events) > 0
 ORDER BY 2 DESC, 1
 LIMIT %(n)s
 
@@ -189,6 +258,8 @@ SELECT tenant_id, version FROM audit_stats_days WHERE day = %(day)s ORDER BY ten
 -- name: daily_delete_rows
 WITH a AS (
     DELETE FROM audit_stats_daily WHERE tenant_id = ANY(%(tenants)s::uuid[]) AND day = %(day)s
+), c AS (
+    DELETE FROM audit_stats_daily_counts WHERE tenant_id = ANY(%(tenants)s::uuid[]) AND day = %(day)s
 ), r AS (
     DELETE FROM audit_stats_daily_resources WHERE tenant_id = ANY(%(tenants)s::uuid[]) AND day = %(day)s
 )
@@ -214,6 +285,15 @@ WITH src AS (
     SELECT tenant_id, %(day)s, action_type, severity, resource_type, events
     FROM counted WHERE grp = 7
     ORDER BY tenant_id  -- a tenant's rows of the day together: few pages per read
+), daily_counts AS (
+    INSERT INTO audit_stats_daily_counts (tenant_id, day, kind, name, events)
+    SELECT c.tenant_id, %(day)s, v.kind, v.name, sum(c.events)
+    FROM counted c,
+         LATERAL (VALUES (1::smallint, c.action_type), (2::smallint, c.severity),
+                         (3::smallint, c.resource_type)) v (kind, name)
+    WHERE c.grp = 7
+    GROUP BY 1, 3, 4
+    ORDER BY 1, 3, 4
 ), resources AS (
     INSERT INTO audit_stats_daily_resources
         (tenant_id, resource_type, resource_id, day, events, day_rank)
@@ -243,10 +323,10 @@ WHERE d.tenant_id = b.tenant_id AND d.day = %(day)s
 RETURNING d.tenant_id, d.events
 
 -- name: top_resources_none_part
-SELECT NULL::text, NULL::text WHERE false
+SELECT NULL::text, NULL::text, 0 WHERE false
 
 -- name: top_users_none_part
-SELECT NULL::uuid WHERE false
+SELECT NULL::uuid, 0 WHERE false
 
 -- name: stale_days
 -- Days built before their events last changed (or registered and never built), oldest

@@ -13,17 +13,20 @@ from typing import Any, Literal
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from auditlog.daily_stats import build_day
 from auditlog.events import format_time
 from auditlog.settings import Settings
 from auditlog.stats import (
+    Coverage,
     built_days,
     coverage,
     day_start,
     tenant_stats,
     top,
     top_bounded,
+    top_exact,
 )
 from auditlog.store.pool import connect
 from auditlog.store.queries import QUERIES
@@ -138,6 +141,8 @@ def at(days_ago: int, hour: int = 0, minute: int = 0, second: float = 0) -> date
 RANGES = [
     ("30 days to now", NOW - timedelta(days=30), NOW),
     ("mid-day to mid-hour", at(7, 7, 23, 11.5), at(2, 13, 41, 7)),
+    ("late start, early end", at(7, 17, 5, 2.5), at(2, 9, 30)),
+    ("most of one day", at(5, 0, 40), at(5, 23, 10)),
     ("whole days", at(6), at(2)),
     ("within one hour", at(3, 10, 5), at(3, 10, 45)),
     ("mid-hour to the future", at(5, 22, 30), NOW + timedelta(days=1)),
@@ -202,11 +207,33 @@ def test_built_days_are_used_and_stay_exact(
     ).fetchone()
     assert day_rows is not None
     assert built[day(5)].events == day_rows[0]
-    assert sum(built[day(5)].hourly) == day_rows[0]
-    assert len(built[day(5)].hourly) == 24
+    hourly = conn.execute(
+        "SELECT hourly FROM audit_stats_days WHERE tenant_id = %s AND day = %s", (a.id, day(5))
+    ).fetchone()
+    assert hourly is not None
+    assert sum(hourly[0]) == day_rows[0]
+    assert len(hourly[0]) == 24
+    # A built day the range covers for more than half is counted whole, minus the rest of it.
     cov = coverage(at(7, 7, 23, 11.5), at(2, 13, 41, 7), built)
+    assert [d.day for d in cov.days] == [day(n) for n in (7, 6, 5, 3, 2)]
+    assert cov.rest == [(at(4), at(3))]
+    assert cov.minus == [(at(7), at(7, 7, 23, 11.5)), (at(2, 13, 41, 7), at(1))]
+    assert cov.hours_and_raw() == (
+        [(at(4), at(3), 1), (at(7), at(7, 7), -1), (at(2, 14), at(1), -1)],
+        [(at(7, 7), at(7, 7, 23, 11.5), -1), (at(2, 13, 41, 7), at(2, 14), -1)],
+    )
+    assert cov.raw() == [
+        (at(4), at(3), 1), (at(7), at(7, 7, 23, 11.5), -1), (at(2, 13, 41, 7), at(1), -1)
+    ]  # fmt: skip
+    # One it covers for less than half is counted from its hourly and raw rows.
+    cov = coverage(at(7, 17, 5), at(2, 9, 30), built)
     assert [d.day for d in cov.days] == [day(n) for n in (6, 5, 3)]
-    assert cov.rest == [(at(7, 7, 23, 11.5), at(6)), (at(4), at(3)), (at(2), at(2, 13, 41, 7))]
+    assert cov.rest == [(at(7, 17, 5), at(6)), (at(4), at(3)), (at(2), at(2, 9, 30))]
+    assert cov.minus == []
+    assert cov.hours_and_raw() == (
+        [(at(7, 18), at(6), 1), (at(4), at(3), 1), (at(2), at(2, 9), 1)],
+        [(at(7, 17, 5), at(7, 18), 1), (at(2, 9), at(2, 9, 30), 1)],
+    )
     assert_exact(conn, a)
     assert_exact(conn, b)
 
@@ -296,3 +323,157 @@ def test_tenant_isolation(conn: psycopg.Connection[Any], tenants: tuple[Tenant, 
     assert stats["top_resources"] == []
     assert stats["top_users"] == []
     assert stats["series"] == []
+
+
+def test_built_days_counted_whole_minus_their_outside_stay_exact_after_changes(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A range covering most of a built day counts the day minus its part outside the range
+    (Coverage.minus). Late events, a redaction or a retention delete in that outside part
+    change the day: it is then counted from hourly and raw rows until rebuilt."""
+    rng = random.Random(19)
+    t = Tenant(uuid.UUID(str(create_tenant(conn, name="stats-minus")["id"])), "m")
+    store(conn, t, random_times(rng, at(4), at(1), 1200), rng)
+    build(conn, 4, 3, 2)
+    start, end = at(4, 1, 30), at(2, 20, 15)
+
+    def check() -> None:
+        for bucket in BUCKETS:
+            fast = tenant_stats(conn, t.id, start, end, bucket, NOW)
+            want = brute_force(conn, t.id, start, end, bucket)
+            assert {k: fast[k] for k in want} == want, bucket
+
+    def used() -> Coverage:
+        return coverage(start, end, built_days(conn, t.id, start, end, (start, end)))
+
+    cov = used()
+    assert [d.day for d in cov.days] == [day(4), day(3), day(2)]
+    assert cov.minus == [(at(4), start), (end, at(1))]
+    assert cov.rest == []
+    check()
+
+    # A late event in a closed hour of the part outside the range.
+    store(conn, t, [at(2, 22, 10)], rng)
+    assert [d.day for d in used().days] == [day(4), day(3)]
+    check()
+    build(conn, 2)
+    assert [d.day for d in used().days] == [day(4), day(3), day(2)]
+    check()
+
+    # A redaction of user_id there (no hourly count changes).
+    conn.execute(
+        "UPDATE audit_logs SET user_id = NULL WHERE tenant_id = %s AND created_at >= %s"
+        " AND created_at < %s AND user_id IS NOT NULL",
+        (t.id, end, at(1)),
+    )
+    assert [d.day for d in used().days] == [day(4), day(3)]
+    check()
+    build(conn, 2)
+
+    # Retention deletes the oldest events: all in day 4's part before the range.
+    before_range = conn.execute(
+        "SELECT count(*), max(seq) FROM audit_logs WHERE tenant_id = %s AND created_at < %s",
+        (t.id, at(4, 1)),
+    ).fetchone()
+    assert before_range is not None
+    assert before_range[0] > 10
+    deleted = conn.execute(
+        QUERIES["delete_seq_prefix"], {"tenant_id": t.id, "last_seq": before_range[1]}
+    ).fetchone()
+    assert deleted is not None
+    assert deleted[0] == before_range[0]
+    assert [d.day for d in used().days] == [day(3), day(2)]
+    check()
+    build(conn, 4)
+    assert [d.day for d in used().days] == [day(4), day(3), day(2)]
+    check()
+
+
+def test_daily_counts_are_the_marginals_of_the_daily_rows(
+    conn: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant]
+) -> None:
+    a, _ = tenants
+    build(conn, 6)
+    differences = conn.execute(
+        """
+        WITH marginals AS (
+            SELECT d.tenant_id, d.day, v.kind, v.name, sum(d.events) AS events
+            FROM audit_stats_daily d,
+                 LATERAL (VALUES (1::smallint, d.action_type), (2::smallint, d.severity),
+                                 (3::smallint, d.resource_type)) v (kind, name)
+            WHERE d.tenant_id = %(t)s AND d.day = %(day)s
+            GROUP BY 1, 2, 3, 4
+        )
+        SELECT count(*), (SELECT count(*) FROM marginals)
+        FROM marginals m
+        FULL JOIN (SELECT * FROM audit_stats_daily_counts
+                   WHERE tenant_id = %(t)s AND day = %(day)s) c USING (tenant_id, day, kind, name)
+        WHERE m.events IS DISTINCT FROM c.events
+        """,
+        {"t": a.id, "day": day(6)},
+    ).fetchone()
+    assert differences is not None
+    assert differences[1] > 10
+    assert differences[0] == 0
+
+
+def test_stats_in_a_transaction_of_the_caller(
+    settings: Settings, tenants: tuple[Tenant, Tenant]
+) -> None:
+    a, _ = tenants
+    with connect(settings.database_url) as tx:  # not autocommit: its transaction is used
+        tx.execute("SELECT 1")
+        fast = tenant_stats(tx, a.id, RANGES[1][1], RANGES[1][2], "hour", NOW)
+        assert tx.info.transaction_status == TransactionStatus.INTRANS
+        want = brute_force(tx, a.id, RANGES[1][1], RANGES[1][2], "hour")
+        assert {k: fast[k] for k in want} == want
+    with connect(settings.database_url) as idle:  # a snapshot of its own, then idle again
+        fast = tenant_stats(idle, a.id, RANGES[1][1], RANGES[1][2], "day", NOW)
+        assert idle.info.transaction_status == TransactionStatus.IDLE
+        assert (
+            fast["total_logs"]
+            == brute_force(idle, a.id, RANGES[1][1], RANGES[1][2], "day")["total_logs"]
+        )
+
+
+def test_a_key_only_in_a_subtracted_part_is_not_listed(conn: psycopg.Connection[Any]) -> None:
+    """Counted as the day minus its part outside the range, a key with events only in that
+    part sums to 0: it is no top resource (or user), by the bound or by the exact sum."""
+    rng = random.Random(23)
+    t = Tenant(uuid.UUID(str(create_tenant(conn, name="stats-zero")["id"])), "z")
+    times = [at(6, 0, 10), at(6, 0, 20)] + [at(6, h, 30) for h in range(2, 23)]
+    store(conn, t, times, rng, resources=[99, 99] + [h % 4 + 1 for h in range(2, 23)])
+    build(conn, 6)
+    start, end = at(6, 1), at(6, 23, 50)
+    cov = coverage(start, end, built_days(conn, t.id, start, end, (start, end)))
+    assert cov.day_list == [day(6)]
+    assert cov.minus == [(at(6), start), (end, at(5))]
+    expected = sorted(
+        Counter((f"z-type-{r % 3}", f"z-{r}") for r in [h % 4 + 1 for h in range(2, 23)]).items(),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    want = [(k[0], k[1], n) for k, n in expected]
+    assert top(conn, t.id, cov, "resources") == want
+    assert top_exact(conn, t.id, cov, "resources") == want  # when the bound cannot decide
+    assert top_exact(conn, t.id, cov, "resources", n=2) == want[:2]
+    assert top(conn, t.id, cov, "resources", n=3) == want[:3]
+    stats = tenant_stats(conn, t.id, start, end, "hour", NOW)
+    assert stats == {**stats, **brute_force(conn, t.id, start, end, "hour")}
+    assert "z-99" not in {r["resource_id"] for r in stats["top_resources"]}
+
+
+def test_random_ranges_are_exact(
+    conn: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant]
+) -> None:
+    """Ranges starting and ending anywhere (so built days are counted whole, whole minus a
+    part, or from their rows) against the brute-force count."""
+    build(conn, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+    rng = random.Random(29)
+    for _ in range(25):
+        start = at(9) + timedelta(seconds=rng.random() * 9 * 86400)
+        end = start + timedelta(seconds=rng.random() * 4 * 86400)
+        for tenant in tenants:
+            bucket = rng.choice(BUCKETS)
+            fast = tenant_stats(conn, tenant.id, start, end, bucket, NOW)
+            want = brute_force(conn, tenant.id, start, end, bucket)
+            assert {k: fast[k] for k in want} == want, (start, end, bucket)
