@@ -46,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bulk-duration", type=float, default=8)
     p.add_argument("--short-duration", type=float, default=5, help="/healthz and raw SQS runs")
     p.add_argument("--warmup", type=float, default=2)
-    p.add_argument("--connections", default="16,32,64", help="single-event concurrency levels")
+    p.add_argument("--connections", default="16,32,48,64", help="single-event concurrency levels")
     p.add_argument("--bulk-sizes", default="500,1000")
     p.add_argument("--bulk-connections", type=int, default=4)
     p.add_argument("--healthz-connections", type=int, default=64)
