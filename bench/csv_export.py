@@ -109,32 +109,11 @@ def api_from(tree: Path, database_url: str, workers: int = 2) -> Iterator[Any]:
     """bench.query.api_server, but running ``tree``'s code (gunicorn imports the app from
     its working directory first)."""
     from bench import query
-    from infra import run as platform
 
-    port = query.free_port()
-    env = {**platform.platform_env(), "DATABASE_URL": database_url, "PYTHONPATH": str(tree)}
-    query.LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = query.LOG_DIR / f"csv-export-api-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            platform.api_command(port, workers=workers),
-            cwd=tree,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    child_process = platform.Child("api", process, log)
-    try:
-        platform.wait_http(f"http://127.0.0.1:{port}/healthz", 60, child_process)
-        api = query.Api(f"http://127.0.0.1:{port}", child_process, database_url)
-        deadline = time.monotonic() + 30
-        while len(api.worker_pids()) < workers and time.monotonic() < deadline:
-            time.sleep(0.2)
+    env = {"PYTHONPATH": str(tree)}
+    name = f"csv-export-api-{tree.name}"
+    with query.api_server(database_url, workers, env, cwd=tree, name=name) as api:
         yield api
-    finally:
-        platform.stop_children([child_process])
 
 
 def summary(runs: list[dict[str, Any]], key: str) -> float:

@@ -676,13 +676,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_server(url: str, workers: int, extra_env: dict[str, str]) -> Iterator[Api]:
+def api_server(
+    url: str,
+    workers: int,
+    extra_env: dict[str, str],
+    *,
+    cwd: Path = ROOT,
+    name: str = "api",
+) -> Iterator[Api]:
+    """The API under gunicorn on a free port, run from ``cwd`` (another tree's code: pass
+    its path in ``extra_env``'s PYTHONPATH too), logging to ``LOG_DIR/<name>.log``."""
     port = free_port()
     env = {**platform.platform_env(), "DATABASE_URL": url, **extra_env}
     env = platform.prometheus_dir(env) if "PROMETHEUS_MULTIPROC_DIR" in env else env
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    (LOG_DIR / "api.log").unlink(missing_ok=True)
-    child = platform.spawn("api", platform.api_command(port, workers=workers), env, LOG_DIR)
+    (LOG_DIR / f"{name}.log").unlink(missing_ok=True)
+    cmd = platform.api_command(port, workers=workers)
+    child = platform.spawn(name, cmd, env, LOG_DIR, cwd=cwd)
     try:
         platform.wait_http(f"http://127.0.0.1:{port}/healthz", 60, child)
         api = Api(f"http://127.0.0.1:{port}", child, url)

@@ -93,13 +93,13 @@ class Child:
     log: Path
 
 
-def spawn(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Child:
+def spawn(name: str, cmd: list[str], env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
