@@ -35,16 +35,22 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    import gc
-
     from infra import gunicorn_response
 
     gunicorn_response.install()
-    # The app is loaded: its long-lived objects (Flask, botocore's service models, pydantic
-    # schemas) move to the permanent generation, so no collection traverses them again, and
-    # young collections run every 10,000 container allocations instead of 700 (a request
-    # allocates thousands). Single-event ingest in-process, 32 greenlets: 600 -> 520 us of
-    # CPU per request.
+    tune_gc()
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a server whose app is loaded (gunicorn ignores this
+    name; bench/ingest_ab.py calls it to measure the same setting in-process).
+
+    The app's long-lived objects (Flask, botocore's service models, pydantic schemas) move
+    to the permanent generation, so no collection traverses them again, and young
+    collections run every 10,000 container allocations instead of 700 (a request allocates
+    thousands). Measured by ``bench/ingest_ab.py --in-process`` (README, Benchmarks)."""
+    import gc
+
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 100)
