@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import (
@@ -41,6 +42,24 @@ EVENTS_REJECTED = Counter(
 )
 SQS_ERRORS = Counter("auditlog_sqs_errors_total", "Failed SQS sends")
 RATE_LIMITED = Counter("auditlog_rate_limited_total", "Requests answered 429", ["tenant_id"])
+
+
+class Children:
+    """A metric's labelled child, looked up once per label tuple: ``labels()`` validates its
+    arguments and takes a lock on every call, and it is called on every request."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
+events_accepted = Children(EVENTS_ACCEPTED)
 
 bp = Blueprint("metrics", __name__)
 

@@ -35,34 +35,47 @@ class _RequestIds:
 _request_ids = _RequestIds()
 
 
+_request_count = metrics.Children(metrics.REQUESTS)
+_request_latency = metrics.Children(metrics.LATENCY)
+# A method label outside these is counted as OTHER: the method is whatever the client sent,
+# and every new label value is a new time series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def install_request_context(app: Flask) -> None:
+    # Each hook takes the request and g objects once: every attribute read through Flask's
+    # context proxies costs a lookup, and these hooks run on every request.
     @app.before_request
     def _start() -> None:
+        context = g._get_current_object()
         offered = request.headers.get("X-Request-ID", "")
-        g.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else _request_ids.next()
-        g.started = time.perf_counter()
-        request_id_var.set(g.request_id)
+        context.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else _request_ids.next()
+        context.started = time.perf_counter()
+        request_id_var.set(context.request_id)
         tenant_id_var.set(None)
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        principal = g.get("principal")
+        context = g._get_current_object()
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        response.headers["X-Request-ID"] = context.get("request_id", "")
+        principal = context.get("principal")
         if principal is not None and principal.tenant_id is not None:
             tenant_id_var.set(str(principal.tenant_id))
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
-        metrics.LATENCY.labels(request.method, endpoint).observe(elapsed)
+        rule = current.url_rule
+        endpoint = rule.rule if rule is not None else "unmatched"
+        elapsed = time.perf_counter() - context.get("started", time.perf_counter())
+        status = response.status_code
+        method = current.method if current.method in _METHODS else "OTHER"
+        _request_count(method, endpoint, str(status)).inc()
+        _request_latency(method, endpoint).observe(elapsed)
         log.info(
             "api.request",
             extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(
-                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-                ),
+                "method": current.method,
+                "path": current.path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
             },
         )
         return response

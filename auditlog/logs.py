@@ -70,6 +70,60 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _LineBatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats each record as it arrives but writes the lines in batches: the writer thread
+    flushes whenever its queue runs dry (``_BatchingListener``) and every ``max_lines``
+    lines. Under load one write then carries many access lines instead of one write and
+    flush per request; when idle, a line is written as soon as it is formatted."""
+
+    def __init__(self, stream: Any, max_lines: int = 256) -> None:
+        super().__init__(stream)
+        self._max_lines = max_lines
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+        try:
+            self._lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 (logging's contract: report, never raise)
+            self.handleError(record)
+            return
+        if len(self._lines) >= self._max_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        # Also called by logging.shutdown() from another thread, hence the (reentrant) lock.
+        with self.lock:  # type: ignore[union-attr]
+            text = "\n".join(self._lines) + "\n" if self._lines else ""
+            self._lines = []
+            try:
+                if text:
+                    self.stream.write(text)
+                super().flush()
+            except (OSError, ValueError):
+                # A closed or broken stream (at interpreter exit, say): logging must not
+                # raise, and the lines have nowhere to go.
+                pass
+
+
+class _BatchingListener(logging.handlers.QueueListener):
+    """Flushes its handlers each time the queue is empty, before it blocks for the next
+    record, and once more when stopped."""
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        try:
+            record: logging.LogRecord = self.queue.get_nowait()  # type: ignore[attr-defined]
+            return record
+        except queue.Empty:
+            for handler in self.handlers:
+                handler.flush()
+            return super().dequeue(block)
+
+    def stop(self) -> None:
+        super().stop()
+        for handler in self.handlers:
+            handler.flush()
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -79,13 +133,17 @@ def configure_logging(level: str = "INFO") -> None:
     global _listener
     root = logging.getLogger()
     if _listener is None:
-        stream = logging.StreamHandler(sys.stderr)
+        # The JSON lines carry no caller: skip walking the stack for every record (the
+        # logging module's documented switch; other formats then show line 0). Thread and
+        # process fields stay: gunicorn's own log lines print the pid.
+        logging._srcfile = None
+        stream = _LineBatchHandler(sys.stderr)
         stream.setFormatter(JsonFormatter())
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         handler = _DeferredQueueHandler(records)
         handler.addFilter(_ContextFilter())
         root.addHandler(handler)
-        _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
+        _listener = _BatchingListener(records, stream, respect_handler_level=False)
         _listener.start()
         atexit.register(_listener.stop)
     root.setLevel(level.upper())

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,31 @@ log = logging.getLogger(__name__)
 _ENVELOPE_OVERHEAD = len('{"v":1,"events":[]}')
 
 
+class _Delivery:
+    """One record's outcome, settled once by a sender and awaited by its request: a lock
+    held from creation until the outcome is known. A ``Future`` would do the same with a
+    condition variable and several times the lock operations, on every request."""
+
+    __slots__ = ("_pending", "error")
+
+    def __init__(self) -> None:
+        self._pending = threading.Lock()
+        self._pending.acquire()
+        self.error: Exception | None = None
+
+    def settle(self, error: Exception | None = None) -> None:
+        self.error = error
+        self._pending.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once settled; False if ``timeout`` seconds passed first."""
+        return self._pending.acquire(timeout=timeout)
+
+
 @dataclass
 class _Envelope:
     records: list[str] = field(default_factory=list)
-    futures: list[Future[None]] = field(default_factory=list)
+    deliveries: list[_Delivery] = field(default_factory=list)
     size: int = _ENVELOPE_OVERHEAD
 
     def body(self) -> str:
@@ -58,7 +79,7 @@ class BatchingProducer:
         # and base64-encoded (4/3 larger, plus zlib's few bytes per block and the envelope).
         self._max_raw_bytes = max_message_bytes * 3 // 4 - 1024
         self._on_error = on_error
-        self._pending: list[tuple[str, Future[None]]] = []
+        self._pending: list[tuple[str, _Delivery]] = []
         self._cond = threading.Condition()
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="sqs-sender")
@@ -71,17 +92,17 @@ class BatchingProducer:
 
     def send(self, record: dict[str, Any], timeout: float = 10.0) -> None:
         """Queue one record; return once SQS accepted it, else raise ``QueueUnavailable``."""
-        future: Future[None] = Future()
+        delivery = _Delivery()
         encoded = encode_record(record)
         with self._cond:
             if self._closed:
                 raise QueueUnavailable("the producer is shut down")
-            self._pending.append((encoded, future))
+            self._pending.append((encoded, delivery))
             self._cond.notify()
-        try:
-            future.result(timeout)
-        except TimeoutError:
-            raise QueueUnavailable("SQS did not confirm the message in time") from None
+        if not delivery.wait(timeout):
+            raise QueueUnavailable("SQS did not confirm the message in time")
+        if delivery.error is not None:
+            raise delivery.error
 
     def close(self) -> None:
         with self._cond:
@@ -104,15 +125,15 @@ class BatchingProducer:
                 taken, self._pending = self._pending, []
             self._pool.submit(self._send_flush, self._pack(taken))
 
-    def _pack(self, taken: Sequence[tuple[str, Future[None]]]) -> list[_Envelope]:
+    def _pack(self, taken: Sequence[tuple[str, _Delivery]]) -> list[_Envelope]:
         envelopes = [_Envelope()]
-        for encoded, future in taken:
+        for encoded, delivery in taken:
             needed = len(encoded) + 1  # ASCII: characters are bytes
             if envelopes[-1].records and envelopes[-1].size + needed > self._max_raw_bytes:
                 envelopes.append(_Envelope())
             envelope = envelopes[-1]
             envelope.records.append(encoded)
-            envelope.futures.append(future)
+            envelope.deliveries.append(delivery)
             envelope.size += needed
         return envelopes
 
@@ -135,13 +156,13 @@ class BatchingProducer:
             if index in failed:
                 self._fail([envelope], QueueUnavailable("SQS did not accept the message"))
             else:
-                for future in envelope.futures:
-                    future.set_result(None)
+                for delivery in envelope.deliveries:
+                    delivery.settle()
 
     def _fail(self, envelopes: list[_Envelope], exc: Exception) -> None:
         if self._on_error is not None:
             self._on_error(exc)
         error = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable(str(exc))
         for envelope in envelopes:
-            for future in envelope.futures:
-                future.set_exception(error)
+            for delivery in envelope.deliveries:
+                delivery.settle(error)

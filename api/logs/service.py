@@ -118,7 +118,7 @@ def accept_one(
     assert event_id is not None  # a single event always has its id
     record = _stamp(event_id, tenant_id, event)
     _send(lambda: svc.producer.send(record))
-    metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc()
+    metrics.events_accepted(str(tenant_id)).inc()
     body = _accepted_json(record)
     if idem is not None:
         svc.idempotency.complete(tenant_id, idem.key, 202, body)
@@ -146,7 +146,7 @@ def accept_bulk(
         records[index] = _stamp(event_id, tenant_id, event)
     bodies = list(pack_records(records.values()))
     _send(lambda: svc.queue.send_bodies(bodies))
-    metrics.EVENTS_ACCEPTED.labels(str(tenant_id)).inc(len(records))
+    metrics.events_accepted(str(tenant_id)).inc(len(records))
     rejected = len(parsed) - len(valid)
     if rejected:
         metrics.EVENTS_REJECTED.labels(str(tenant_id)).inc(rejected)

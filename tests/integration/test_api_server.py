@@ -136,6 +136,33 @@ def test_metrics_stay_open_without_a_token_configured(settings: Settings) -> Non
     assert "auditlog_http_requests_total" in response.get_data(as_text=True)
 
 
+def test_request_metrics_count_each_request_and_fold_unknown_methods(settings: Settings) -> None:
+    """Counted per method, route and status; a method the client made up is counted as
+    OTHER (each label value is a time series, so it must not come from the client)."""
+    app: Flask = create_app(replace(settings, metrics_token=""))
+    try:
+        client = app.test_client()
+
+        def count(labels: str) -> float:
+            text = client.get("/metrics").get_data(as_text=True)
+            prefix = f"auditlog_http_requests_total{{{labels}}} "
+            found = [line for line in text.splitlines() if line.startswith(prefix)]
+            return float(found[0].removeprefix(prefix)) if found else 0.0
+
+        health = 'endpoint="/healthz",method="GET",status="200"'
+        other = 'endpoint="unmatched",method="OTHER",status="405"'
+        before_health, before_other = count(health), count(other)
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+        made_up = client.open("/healthz", method="BREW")
+        assert made_up.status_code == 405
+        assert count(health) == before_health + 3
+        assert count(other) == before_other + 1
+        assert 'method="BREW"' not in client.get("/metrics").get_data(as_text=True)
+    finally:
+        close_app(app)
+
+
 # -- gunicorn ----------------------------------------------------------------------------
 
 
