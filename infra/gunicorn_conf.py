@@ -2,7 +2,10 @@
 ``infra/run.py api_command``): hooks only; the command line holds the settings.
 
 ``post_worker_init`` runs in each worker once the app is loaded: one socket write per small
-response (``infra/gunicorn_response.py``) and garbage-collector settings for a server.
+response (``infra/gunicorn_response.py`` for gunicorn's own HTTP handling, the gevent and
+gthread workers; ``infra/gunicorn_pywsgi.py`` for gevent_pywsgi, which also gives
+WebSockets gunicorn's socket and close, and applies gunicorn's request limits, refusals and
+keep-alive deadline) and garbage-collector settings for a server.
 
 ``worker_exit`` runs in each worker after it stopped serving, while gevent's hub is still
 running, and closes the app's pool, producer and listener there. Without it the pool is
@@ -35,9 +38,15 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    from infra import gunicorn_response
+    if getattr(worker, "wsgi_handler", None) is not None:
+        # gevent_pywsgi: gevent's HTTP server answers, not gunicorn's Response.
+        from infra import gunicorn_pywsgi
 
-    gunicorn_response.install()
+        gunicorn_pywsgi.install(worker)
+    else:
+        from infra import gunicorn_response
+
+        gunicorn_response.install()
     tune_gc()
 
 

@@ -39,12 +39,21 @@ def prepare_dagster_home(home: Path) -> None:
 # requests, and there is no GIL hand-off between request threads (about twice the
 # single-event throughput of 16 gthread threads in bench/ingest). gthread still works:
 # API_WORKER_CLASS=gthread.
+#
+# gevent_pywsgi: the same greenlets, with gevent's HTTP server (gevent.pywsgi) parsing and
+# answering instead of gunicorn's Python parser and Response. Single-event ingest is
+# CPU-bound in the worker, and this is less CPU per request: 752 vs 846 us CPU per event,
+# median of 3 alternating rounds (bench/ingest_ab.py; gunicorn 27, gevent 26.9).
+# infra/gunicorn_pywsgi.py keeps what gunicorn's handler did (a WebSocket ends its
+# connection, its request limits and 400s, the keep-alive deadline, one write per small
+# response). API_WORKER_CLASS=gevent: gunicorn's own HTTP handling.
+DEFAULT_WORKER_CLASS = "gevent_pywsgi"
 WORKER_CONNECTIONS = 2000
 GTHREAD_THREADS = 16
 
 
 def api_command(port: int, workers: int = 2, worker_class: str | None = None) -> list[str]:
-    worker_class = worker_class or os.environ.get("API_WORKER_CLASS", "gevent")
+    worker_class = worker_class or os.environ.get("API_WORKER_CLASS", DEFAULT_WORKER_CLASS)
     if worker_class.startswith("gevent"):
         concurrency = ["--worker-connections", str(WORKER_CONNECTIONS)]
     else:
@@ -64,7 +73,8 @@ def api_command(port: int, workers: int = 2, worker_class: str | None = None) ->
         # Hooks only: each worker closes its pool, producer and listener as it exits.
         "--config",
         str(ROOT / "infra" / "gunicorn_conf.py"),
-        # Long filter URLs are legitimate; past this gunicorn answers itself (an HTML 414).
+        # Long filter URLs are legitimate; past this the server answers itself (a 414: an
+        # HTML page from gunicorn, an empty body from pywsgi).
         "--limit-request-line",
         "8190",
     ]

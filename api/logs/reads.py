@@ -190,7 +190,7 @@ def export_logs() -> Response:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
         stream_with_context(itertools.chain([first], stream)),
-        mimetype=CONTENT_TYPES[fmt],
+        content_type=CONTENT_TYPES[fmt],  # as written: mimetype= would add a second charset
         headers={
             "Content-Disposition": f'attachment; filename="audit-logs-{stamp}.{fmt}"',
             "X-Content-Type-Options": "nosniff",
