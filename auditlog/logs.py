@@ -10,6 +10,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,7 +108,15 @@ class _LineBatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 class _BatchingListener(logging.handlers.QueueListener):
     """Flushes its handlers each time the queue is empty, before it blocks for the next
-    record, and once more when stopped."""
+    record, and once more when stopped. After waking for a record it lets ``gather_s`` pass
+    before it goes on, so that under load it wakes a few dozen times a second and writes
+    what gathered meanwhile, rather than waking (a greenlet switch under gevent) and writing
+    for every request: the access line cost about a ninth of a single-event POST's CPU
+    before (README, Logs). A line reaches the stream at most ``gather_s`` late."""
+
+    def __init__(self, records: Any, *handlers: logging.Handler, gather_s: float = 0.02) -> None:
+        super().__init__(records, *handlers, respect_handler_level=False)
+        self._gather_s = gather_s
 
     def dequeue(self, block: bool) -> logging.LogRecord:
         try:
@@ -116,7 +125,9 @@ class _BatchingListener(logging.handlers.QueueListener):
         except queue.Empty:
             for handler in self.handlers:
                 handler.flush()
-            return super().dequeue(block)
+            record = super().dequeue(block)
+            time.sleep(self._gather_s)
+            return record
 
     def stop(self) -> None:
         super().stop()
@@ -143,7 +154,7 @@ def configure_logging(level: str = "INFO") -> None:
         handler = _DeferredQueueHandler(records)
         handler.addFilter(_ContextFilter())
         root.addHandler(handler)
-        _listener = _BatchingListener(records, stream, respect_handler_level=False)
+        _listener = _BatchingListener(records, stream)
         _listener.start()
         atexit.register(_listener.stop)
     root.setLevel(level.upper())
