@@ -112,7 +112,8 @@ class _BatchingListener(logging.handlers.QueueListener):
     before it goes on, so that under load it wakes a few dozen times a second and writes
     what gathered meanwhile, rather than waking (a greenlet switch under gevent) and writing
     for every request: the access line cost about a ninth of a single-event POST's CPU
-    before (README, Logs). A line reaches the stream at most ``gather_s`` late."""
+    before (bench/results/ingest_ab.md). A line reaches the stream at most ``gather_s``
+    late."""
 
     def __init__(self, records: Any, *handlers: logging.Handler, gather_s: float = 0.02) -> None:
         super().__init__(records, *handlers, respect_handler_level=False)
