@@ -15,6 +15,7 @@ from api.docs import bp as docs_bp
 from api.errors import register_error_handlers
 from api.json_provider import FastJSONProvider
 from api.logs import admin as _log_admin  # noqa: F401 (registers cleanup routes on logs_bp)
+from api.logs import lane
 from api.logs import reads as _log_reads  # noqa: F401 (registers the read routes on logs_bp)
 from api.logs.views import bp as logs_bp
 from api.observability import install_request_context
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(tenants_bp)
     init_stream(app)
     app.register_blueprint(docs_bp)
+    lane.install(app)
     return app
 
 

@@ -140,18 +140,30 @@ _VERIFIED = VerifiedTokens()
 _BEARER = "Bearer "
 
 
-def _bearer_token() -> str | None:
+def _bearer_token(header: str) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header in its plain form only;
     anything else goes through flask-jwt-extended's own parsing (and its errors)."""
-    header = request.headers.get("Authorization", "")
     if not header.startswith(_BEARER):
         return None
     token = header[len(_BEARER) :]
     return token if token and " " not in token and "," not in token else None
 
 
+def verified_principal(authorization: str) -> Principal | None:
+    """The principal of a plain bearer token this process has fully verified before and
+    that is still valid; None for any other header (``authenticate`` deals with it)."""
+    token = _bearer_token(authorization)
+    claims = _VERIFIED.get(token) if token is not None else None
+    if claims is None:
+        return None
+    try:
+        return principal_from_claims(claims)
+    except ApiProblem:
+        return None
+
+
 def authenticate() -> Principal:
-    token = _bearer_token()
+    token = _bearer_token(request.headers.get("Authorization", ""))
     claims = _VERIFIED.get(token) if token is not None else None
     if claims is None:
         verify_jwt_in_request()

@@ -73,38 +73,56 @@ def validation_problem(
     return ApiProblem(422, detail, errors=errors, kind="validation-error")
 
 
+def _api_problem(exc: ApiProblem) -> Response:
+    return problem_response(
+        exc.status, exc.detail, errors=exc.errors, kind=exc.kind, headers=exc.headers
+    )
+
+
+def _http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    headers = {}
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    detail = {
+        404: "No such resource.",
+        405: "This method is not allowed here.",
+        413: "The request body is too large.",
+    }.get(status, exc.description or HTTPStatus(status).phrase)
+    return problem_response(status, detail, headers=headers)
+
+
+def _database_unavailable(exc: Exception) -> Response:
+    log.warning("api.database_unavailable", extra={"error": str(exc)[:300]})
+    return problem_response(
+        503,
+        "The database is unavailable; retry later.",
+        kind="database-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("api.unhandled_error")
+    return problem_response(500, "An internal error occurred; it has been logged.")
+
+
+def response_for(exc: Exception) -> Response:
+    """The answer Flask's handlers below give for ``exc``, for code that runs outside
+    Flask's dispatch (the ingest lane, api/logs/lane.py). Call it inside ``except``:
+    an unexpected error is logged with its traceback."""
+    if isinstance(exc, ApiProblem):
+        return _api_problem(exc)
+    if isinstance(exc, HTTPException):
+        return _http(exc)
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return _database_unavailable(exc)
+    return _unexpected(exc)
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiProblem)
-    def _problem(exc: ApiProblem) -> Response:
-        return problem_response(
-            exc.status, exc.detail, errors=exc.errors, kind=exc.kind, headers=exc.headers
-        )
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        headers = {}
-        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        detail = {
-            404: "No such resource.",
-            405: "This method is not allowed here.",
-            413: "The request body is too large.",
-        }.get(status, exc.description or HTTPStatus(status).phrase)
-        return problem_response(status, detail, headers=headers)
-
-    @app.errorhandler(psycopg.OperationalError)
-    @app.errorhandler(PoolTimeout)
-    def _database_unavailable(exc: Exception) -> Response:
-        log.warning("api.database_unavailable", extra={"error": str(exc)[:300]})
-        return problem_response(
-            503,
-            "The database is unavailable; retry later.",
-            kind="database-unavailable",
-            headers={"Retry-After": "5"},
-        )
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.exception("api.unhandled_error")
-        return problem_response(500, "An internal error occurred; it has been logged.")
+    app.register_error_handler(ApiProblem, _api_problem)
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(psycopg.OperationalError, _database_unavailable)
+    app.register_error_handler(PoolTimeout, _database_unavailable)
+    app.register_error_handler(Exception, _unexpected)

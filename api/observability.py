@@ -42,17 +42,48 @@ _request_latency = metrics.Children(metrics.LATENCY)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def request_id_for(offered: str) -> str:
+    """The client's ``X-Request-ID`` when it is a sensible one, else a new id."""
+    return offered if _CLIENT_REQUEST_ID.match(offered) else _request_ids.next()
+
+
+def begin_request(offered_request_id: str) -> str:
+    """Start a request's log context; returns its request id."""
+    request_id = request_id_for(offered_request_id)
+    request_id_var.set(request_id)
+    tenant_id_var.set(None)
+    return request_id
+
+
+def finish_request(
+    method: str, endpoint: str, path: str, status: int, elapsed: float, tenant: str | None
+) -> None:
+    """Count and time the request, and write its access line (with ``tenant`` in the
+    log context). ``endpoint`` is the URL rule, never the path: it is a metric label."""
+    if tenant is not None:
+        tenant_id_var.set(tenant)
+    method_label = method if method in _METHODS else "OTHER"
+    _request_count(method_label, endpoint, str(status)).inc()
+    _request_latency(method_label, endpoint).observe(elapsed)
+    log.info(
+        "api.request",
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+        },
+    )
+
+
 def install_request_context(app: Flask) -> None:
     # Each hook takes the request and g objects once: every attribute read through Flask's
     # context proxies costs a lookup, and these hooks run on every request.
     @app.before_request
     def _start() -> None:
         context = g._get_current_object()
-        offered = request.headers.get("X-Request-ID", "")
-        context.request_id = offered if _CLIENT_REQUEST_ID.match(offered) else _request_ids.next()
+        context.request_id = begin_request(request.headers.get("X-Request-ID", ""))
         context.started = time.perf_counter()
-        request_id_var.set(context.request_id)
-        tenant_id_var.set(None)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -60,22 +91,16 @@ def install_request_context(app: Flask) -> None:
         current = request._get_current_object()  # type: ignore[attr-defined]
         response.headers["X-Request-ID"] = context.get("request_id", "")
         principal = context.get("principal")
+        tenant = None
         if principal is not None and principal.tenant_id is not None:
-            tenant_id_var.set(str(principal.tenant_id))
+            tenant = str(principal.tenant_id)
         rule = current.url_rule
-        endpoint = rule.rule if rule is not None else "unmatched"
-        elapsed = time.perf_counter() - context.get("started", time.perf_counter())
-        status = response.status_code
-        method = current.method if current.method in _METHODS else "OTHER"
-        _request_count(method, endpoint, str(status)).inc()
-        _request_latency(method, endpoint).observe(elapsed)
-        log.info(
-            "api.request",
-            extra={
-                "method": current.method,
-                "path": current.path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-            },
+        finish_request(
+            current.method,
+            rule.rule if rule is not None else "unmatched",
+            current.path,
+            response.status_code,
+            time.perf_counter() - context.get("started", time.perf_counter()),
+            tenant,
         )
         return response

@@ -43,6 +43,8 @@ DEFAULTS: dict[str, str] = {
     "API_MAX_BODY_BYTES": str(6 * 1024 * 1024),
     "API_MAX_BULK_BYTES": str(5 * 1024 * 1024),
     "API_MAX_BULK_EVENTS": "1000",
+    # 1: plain single-event POSTs skip Flask's request machinery (api/logs/lane.py); 0: off.
+    "API_INGEST_LANE": "1",
     "RATE_LIMIT_EVENTS_PER_SECOND": "5000",
     "RATE_LIMIT_BURST": "10000",
     "PRODUCER_LINGER_MS": "3",
@@ -90,6 +92,7 @@ class Settings:
     api_max_body_bytes: int = int(DEFAULTS["API_MAX_BODY_BYTES"])
     api_max_bulk_bytes: int = int(DEFAULTS["API_MAX_BULK_BYTES"])
     api_max_bulk_events: int = int(DEFAULTS["API_MAX_BULK_EVENTS"])
+    api_ingest_lane: int = int(DEFAULTS["API_INGEST_LANE"])
     rate_limit_events_per_second: float = float(DEFAULTS["RATE_LIMIT_EVENTS_PER_SECOND"])
     rate_limit_burst: float = float(DEFAULTS["RATE_LIMIT_BURST"])
     producer_linger_ms: float = float(DEFAULTS["PRODUCER_LINGER_MS"])

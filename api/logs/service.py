@@ -87,6 +87,11 @@ def _reserve(
         ) from None
 
 
+def location(answer: Answer) -> str:
+    """Where an accepted single event will be readable (once the drain has stored it)."""
+    return f"/api/v1/logs/{answer.body['id']}"
+
+
 def _accepted_json(record: dict[str, Any]) -> dict[str, str]:
     return {"id": record["id"], "created_at": record["created_at"], "status": "queued"}
 

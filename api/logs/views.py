@@ -58,7 +58,7 @@ def create_log() -> Response:
         metrics.EVENTS_REJECTED.labels(str(tenant)).inc()
         raise validation_problem(errors)
     answer = service.accept_one(services(), tenant, event, _idempotency())
-    return _respond(answer, f"/api/v1/logs/{answer.body['id']}")
+    return _respond(answer, service.location(answer))
 
 
 def _bulk_items(body: Any, limit: int) -> list[Any]:

@@ -281,6 +281,10 @@ SMALL_POST = b"Host: a\r\nContent-Type: application/json\r\n"
         b"GET /x\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /x HTTP/2.0\r\nHost: a\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n",  # obsolete folding
+        b"GET /x HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r2\r\n\r\n",
         b"POST /x HTTP/1.1\r\n" + SMALL_POST + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
         b"POST /x HTTP/1.1\r\n"
         + SMALL_POST
@@ -296,6 +300,10 @@ SMALL_POST = b"Host: a\r\nContent-Type: application/json\r\n"
         "control-in-target",
         "version-2.0",
         "obs-fold",
+        "space-before-colon",
+        "no-colon",
+        "nul-in-value",
+        "cr-in-value",
         "two-content-lengths",
         "cl-and-te",
         "unknown-te",
@@ -312,6 +320,28 @@ def test_what_gunicorn_refuses_is_a_400_before_the_app(request_bytes: bytes) -> 
     received, _ = serve(ApiPyWSGIHandler, request_bytes, app)
     assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), received[:80]
     assert called == []
+
+
+def test_headers_reach_the_environ_trimmed() -> None:
+    seen: dict[str, Any] = {}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seen.update(environ)
+        return HELLO(environ, start_response)
+
+    request = (
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Type:application/json \r\n"
+        b"Content-Length: 2\r\nX-Tab:\tv  w\t\r\nX-Empty:\r\nX_Under: dropped\r\n"
+        b"X-Latin: caf\xe9\r\n\r\n{}"
+    )
+    received, _ = serve(ApiPyWSGIHandler, request, app)
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert seen["CONTENT_TYPE"] == "application/json"
+    assert seen["CONTENT_LENGTH"] == "2"
+    assert seen["HTTP_X_TAB"] == "v  w"
+    assert seen["HTTP_X_EMPTY"] == ""
+    assert seen["HTTP_X_LATIN"] == "caf\xe9"
+    assert "HTTP_X_UNDER" not in seen  # as pywsgi (and gunicorn) drop it
 
 
 def test_chunked_request_body_reaches_the_app() -> None:
