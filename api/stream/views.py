@@ -31,6 +31,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from simple_websocket import ConnectionClosed, Server
 from wsproto.events import TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from api.auth import READ_ROLES, Principal, principal_from_claims, require_roles
 from api.errors import ApiProblem, problem_response
@@ -127,8 +128,15 @@ def send_frames(ws: Server, frames: list[bytes]) -> None:
 
 def send_messages(ws: Server, texts: list[str]) -> None:
     """``texts`` as text frames built by the connection's own wsproto state (as
-    ``ws.send`` builds them), in one write."""
-    send_frames(ws, [ws.ws.send(TextMessage(data=text)) for text in texts])
+    ``ws.send`` builds them), in one write. A client that has left, or started to close,
+    ends the session as ``ConnectionClosed``: wsproto refuses to build frames then."""
+    if not ws.connected:
+        raise ConnectionClosed(ws.close_reason, ws.close_message)
+    try:
+        frames = [ws.ws.send(TextMessage(data=text)) for text in texts]
+    except LocalProtocolError:
+        raise ConnectionClosed(ws.close_reason, ws.close_message) from None
+    send_frames(ws, frames)
 
 
 # -- authentication ----------------------------------------------------------------------
