@@ -172,6 +172,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[Row]]], ...] = (
 )
 
 
+def _loadavg(values: object) -> str:
+    if isinstance(values, list | tuple) and all(isinstance(v, int | float) for v in values):
+        return ", ".join(f"{v:.2f}" for v in values)
+    return "?"
+
+
 def render(results: Path) -> str:
     lines = [
         "# Benchmarks",
@@ -197,7 +203,7 @@ def render(results: Path) -> str:
                 f"Measured {machine.get('measured_at', '?')} on {machine.get('nproc', '?')} "
                 f"cores ({machine.get('cpu_model', '?')}), commit {commit}"
                 + (" (uncommitted changes)" if machine.get("git_dirty") else "")
-                + f"; load average at start {machine.get('loadavg_at_start', '?')}.",
+                + f"; load average at start {_loadavg(machine.get('loadavg_at_start'))}.",
                 "",
             ]
         try:
