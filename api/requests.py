@@ -60,3 +60,9 @@ def json_body() -> Any:
         raise ApiProblem(
             400, "The body nests too deeply.", errors=[FieldError("body", "nests too deeply")]
         ) from None
+    except ValueError:  # an integer past Python's int-from-text limit (4,300 digits)
+        raise ApiProblem(
+            400,
+            "The body holds a number too long to read.",
+            errors=[FieldError("body", "holds an integer of more than 4,300 digits")],
+        ) from None

@@ -24,9 +24,10 @@ What gunicorn's handler does and pywsgi's does not, restored here:
   alone allows 99 lines of 64 KiB and prints a traceback past that), and a 400 for what
   gunicorn 27 refuses and pywsgi accepts: HTTP/0.9, bare LF line ends, a lower-case
   method, control bytes in the target, folded header lines, a header name that is not a
-  token (a space before the colon), a control character in a header value, two
-  Content-Lengths, and a Transfer-Encoding other than ``chunked`` or beside a
-  Content-Length (the body's length would be ambiguous: request smuggling behind a proxy).
+  token (a space before the colon), a control character in a header value, a repeated
+  Host or Content-Type, a Content-Length that is not plain digits or given twice, and a
+  Transfer-Encoding other than ``chunked``, beside a Content-Length or in an HTTP/1.0
+  request (the body's length would be ambiguous: request smuggling behind a proxy).
   Header values reach the environ trimmed of spaces and tabs at both ends, as gunicorn's.
 * **gunicorn's keep-alive deadline** for each request's head (``read_requestline``) and for
   dropping the unread rest of a body (``_discard_body_within_deadline``).
@@ -60,6 +61,8 @@ HEADERS_TOO_LARGE = (
 # RFC 9110 token characters, upper case only (gunicorn refuses a lower-case method too).
 METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]+")
 FIELD_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # a token, no space before the colon
+# Fields that may appear once (RFC 9110; gunicorn refuses a repeat of these).
+SINGLE_FIELDS = frozenset({"content-length", "host", "content-type"})
 VALUE_INVALID = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab (as gunicorn)
 TARGET_INVALID = re.compile(r"[^\x21-\x7e]")  # controls, spaces, DEL and 0x80-0xFF
 VERSIONS = ("HTTP/1.0", "HTTP/1.1")
@@ -192,13 +195,18 @@ class ApiPyWSGIHandler(PyWSGIHandler):  # type: ignore[misc]  # gevent is untype
                 raise _invalid(f"malformed header line: {line[:100]!r}")
             if VALUE_INVALID.search(value):
                 raise _invalid(f"a control character in the value of {name}")
+            if name.lower() in SINGLE_FIELDS and name in headers:
+                raise _invalid(f"more than one {name}")
             headers[name] = value.strip(" \t")
         lengths = headers.get_all("Content-Length") or []
         encoding = headers.get_all("Transfer-Encoding") or []
-        if len(lengths) > 1:
-            raise _invalid("more than one Content-Length")
+        if lengths and not (lengths[0].isascii() and lengths[0].isdigit()):
+            # "+2", "0_2": pywsgi's int() and werkzeug would read different lengths.
+            raise _invalid(f"Content-Length {lengths[0][:20]!r}")
         if encoding and (lengths or [e.strip().lower() for e in encoding] != ["chunked"]):
             raise _invalid(f"Transfer-Encoding {encoding!r} (with Content-Length {lengths!r})")
+        if encoding and self.request_version == "HTTP/1.0":
+            raise _invalid("Transfer-Encoding in an HTTP/1.0 request")
         return headers
 
     def _handle_client_error(self, ex: Exception) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 from flask import Flask
+from werkzeug.http import HTTP_STATUS_CODES
 
 from api.auth import WRITE_ROLES, verified_principal
 from api.errors import response_for
@@ -60,10 +61,14 @@ class SingleEventLane:
         started = time.perf_counter()
         try:
             raw = environ["wsgi.input"].read(length)
-        except (OSError, ValueError):  # the client went away mid-body
-            raw = b""
-        parsed, value = loads_fast(raw) if len(raw) == length else (False, None)
-        event = parse_event(value, principal.tenant_id)[0] if parsed else None
+        except (OSError, ValueError):
+            # The client went away mid-body: Flask's read fails the same way and answers.
+            return self._flask(environ, start_response)
+        try:
+            parsed, value = loads_fast(raw) if len(raw) == length else (False, None)
+            event = parse_event(value, principal.tenant_id)[0] if parsed else None
+        except Exception:  # noqa: BLE001 (Flask's view meets it again, and its handler answers)
+            event = None
         if event is None:
             # Cut off, not JSON, or not a valid event: the view says what is wrong.
             environ["wsgi.input"] = io.BytesIO(raw)
@@ -83,7 +88,7 @@ class SingleEventLane:
             status = answer.status
             content = orjson.dumps(answer.body) + b"\n"  # as Flask's jsonify writes it
             start_response(
-                "202 ACCEPTED",
+                f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as werkzeug writes it
                 [
                     ("Content-Type", "application/json"),
                     ("Content-Length", str(len(content))),

@@ -121,10 +121,16 @@ def _audit(
         raise queue_unavailable() from None
 
 
+LIST_PARAMETERS = frozenset({"name", "status", "limit", "cursor"})
+
+
 @bp.get("")
 @require_roles(ADMIN_ROLES, tenant=False, platform=True)
 def list_tenants() -> Response:
-    errors = []
+    errors = [
+        FieldError(n, "is not a known parameter")
+        for n in sorted(set(request.args) - LIST_PARAMETERS)
+    ]
     name = request.args.get("name")
     if name is not None:
         problem = text_problem(name) or (

@@ -121,6 +121,17 @@ def test_malformed_json_wrong_type_and_bad_utf8_are_4xx(
     assert form.status_code == 415
     assert fields_named(form) == {"Content-Type"}
 
+    # Python will not read an integer of more than 4,300 digits: a 400, not a 500.
+    long_number = '{"action_type": "VIEW", "metadata": {"n": ' + "9" * 5000 + "}}"
+    for path in ("/api/v1/logs", "/api/v1/logs/bulk"):
+        too_long = client.post(
+            path, data=long_number, content_type="application/json", headers=auth
+        )
+        assert too_long.status_code == 400
+        assert problem(too_long)["errors"] == [
+            {"field": "body", "message": "holds an integer of more than 4,300 digits"}
+        ]
+
     not_object = client.post("/api/v1/logs", json=[EVENT], headers=auth)
     assert not_object.status_code == 422
     assert fields_named(not_object) == {"body"}

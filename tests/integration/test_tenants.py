@@ -105,6 +105,7 @@ def test_bad_input_is_named(
         ("get", "/api/v1/tenants?limit=0", None, {"limit"}),
         ("get", "/api/v1/tenants?status=gone", None, {"status"}),
         ("get", "/api/v1/tenants?cursor=!!", None, {"cursor"}),
+        ("get", "/api/v1/tenants?page=2&limit=5", None, {"page"}),
     ]
     for method, url, body, fields in cases:
         response = getattr(client, method)(url, json=body, headers=headers)

@@ -282,6 +282,14 @@ SMALL_POST = b"Host: a\r\nContent-Type: application/json\r\n"
         b"GET /x HTTP/2.0\r\nHost: a\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n",  # obsolete folding
         b"GET /x HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST /x HTTP/1.1\r\n"
+        + SMALL_POST
+        + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\n" + SMALL_POST + b"Content-Length: +2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\n" + SMALL_POST + b"Content-Length: 0_2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\n" + SMALL_POST + b"Content-Length: -0\r\n\r\n",
+        b"POST /x HTTP/1.0\r\n" + SMALL_POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r2\r\n\r\n",
@@ -301,6 +309,12 @@ SMALL_POST = b"Host: a\r\nContent-Type: application/json\r\n"
         "version-2.0",
         "obs-fold",
         "space-before-colon",
+        "two-hosts",
+        "two-content-types",
+        "content-length-plus",
+        "content-length-underscore",
+        "content-length-minus-zero",
+        "chunked-http-1.0",
         "no-colon",
         "nul-in-value",
         "cr-in-value",

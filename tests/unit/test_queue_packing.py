@@ -70,6 +70,7 @@ def test_single_record_round_trips() -> None:
         json.dumps({"v": 2, "events": [{}]}),
         json.dumps({"v": 1, "events": []}),
         json.dumps([1]),
+        '{"v": 1, "events": [{"n": ' + "9" * 5000 + "}]}",  # past int()'s digit limit
     ],
 )
 def test_bad_envelopes_are_rejected(body: str) -> None:
@@ -90,6 +91,7 @@ def _v2(payload: bytes) -> str:
         (_v2(zlib.compress(b'[{"a":1}]')[:-4]), "truncated"),
         (_v2(zlib.compress(b"[" + b" " * (70 * 1024 * 1024) + b"]")), "size limit"),
         (_v2(zlib.compress(b"{not json")), "not JSON"),
+        (_v2(zlib.compress(b'[{"n": ' + b"9" * 5000 + b"}]")), "not JSON"),
         (_v2(zlib.compress(b"[]")), "no list of event objects"),
     ],
 )
