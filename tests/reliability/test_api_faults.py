@@ -188,8 +188,8 @@ class LiveApi:
 
 @pytest.fixture
 def live_api(fault_settings: Settings, tmp_path: Path) -> Iterator[LiveApi]:
-    """gunicorn with two gevent workers on a port of its own, on this session's database
-    and this test's queues."""
+    """gunicorn with two workers (gevent_pywsgi, as `make run`) on a port of its own, on
+    this session's database and this test's queues."""
     port = closed_port()
     env = {
         **os.environ,

@@ -1,7 +1,8 @@
-"""Body limits as a real client meets them: the API under gunicorn (gevent worker), where a
-chunked upload has no Content-Length and the stack depth is not the test client's. An
-oversize chunked body is a 413 (it was once cut off at the limit and answered as invalid
-JSON, 400); nesting at and past the JSON parser's depth is a 4xx, never a 500."""
+"""Body limits as a real client meets them: the API under gunicorn (gevent_pywsgi, as
+`make run`), where a chunked upload has no Content-Length and the stack depth is not the
+test client's. An oversize chunked body is a 413 (it was once cut off at the limit and
+answered as invalid JSON, 400); nesting at and past the JSON parser's depth is a 4xx, never
+a 500."""
 
 from __future__ import annotations
 

@@ -336,6 +336,46 @@ def test_what_gunicorn_refuses_is_a_400_before_the_app(request_bytes: bytes) -> 
     assert called == []
 
 
+def echo_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body: bytes = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.mark.parametrize(
+    ("version", "expect", "continued"),
+    [
+        ("HTTP/1.1", "100-continue", True),
+        ("HTTP/1.1", "100-Continue", True),  # the field value is case-insensitive
+        ("HTTP/1.0", "100-continue", False),  # an HTTP/1.0 client's expectation is ignored
+    ],
+)
+def test_expect_100_continue_as_gunicorn_reads_it(
+    version: str, expect: str, continued: bool
+) -> None:
+    request = (
+        f"POST /x {version}\r\nHost: a\r\nExpect: {expect}\r\nContent-Length: 2\r\n"
+        "Connection: close\r\n\r\n{}"
+    ).encode()
+    received, _ = serve(ApiPyWSGIHandler, request, echo_body)
+    assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\n") == continued, received[:80]
+    assert b"HTTP/1.1 200 OK\r\n" in received
+    assert received.endswith(b"\r\n\r\n{}")
+
+
+def test_another_expectation_is_a_417_before_the_app() -> None:
+    called: list[bool] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        called.append(True)
+        return HELLO(environ, start_response)
+
+    request = b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: foo\r\nContent-Length: 2\r\n\r\n{}"
+    received, _ = serve(ApiPyWSGIHandler, request, app)
+    assert received.startswith(b"HTTP/1.1 417 Expectation Failed\r\n"), received[:80]
+    assert called == []
+
+
 def test_headers_reach_the_environ_trimmed() -> None:
     seen: dict[str, Any] = {}
 
