@@ -92,4 +92,4 @@ def metrics() -> Response:
         data = generate_latest(registry)
     else:
         data = generate_latest()
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    return Response(data, content_type=CONTENT_TYPE_LATEST)  # it carries its charset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import Request, request
@@ -19,6 +20,22 @@ def refuse_cut_off_body(current: Request, raw: bytes) -> None:
     limit = current.max_content_length
     if current.content_length is None and limit is not None and len(raw) >= limit:
         raise ApiProblem(413, "The request body is too large.")
+
+
+class NonFiniteNumber(ValueError):
+    """NaN, Infinity, or a number too large for a float: not JSON (RFC 8259 section 6), and
+    PostgreSQL's jsonb would keep none of them, so the event could not be stored as sent."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"{text[:40]} is beyond a float's range")
+    return value
 
 
 def json_body() -> Any:
@@ -48,7 +65,14 @@ def json_body() -> Any:
             errors=[FieldError("body", f"invalid UTF-8 at byte {exc.start}")],
         ) from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except NonFiniteNumber as exc:
+        raise ApiProblem(
+            400,
+            "The body holds a number JSON cannot carry.",
+            errors=[FieldError("body", str(exc))],
+            kind="malformed-json",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ApiProblem(
             400,

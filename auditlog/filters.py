@@ -114,6 +114,15 @@ def _time(
         return None
 
 
+def whole_number(raw: str) -> int | None:
+    """A query parameter's non-negative integer in plain ASCII digits (at most 19 of them),
+    else None: ``int()`` alone also takes signs, spaces, ``1_0`` and fullwidth digits, and
+    past 4,300 digits raises where a 4xx belongs."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19:
+        return int(raw)
+    return None
+
+
 def parse_filters(args: Mapping[str, Sequence[str]], errors: list[FieldError]) -> EventFilters:
     """Read the filter parameters (a MultiDict as lists); append problems to ``errors``."""
     filters = EventFilters()

@@ -32,6 +32,17 @@ def is_uuid7(event_id: uuid.UUID) -> bool:
     return event_id.version == 7
 
 
+def time_hint(event_id: uuid.UUID) -> datetime | None:
+    """The time an id of ours carries, to find its partition; None for another UUID version
+    or a UUIDv7 from a client dated past year 9999, which no event of ours can have."""
+    if not is_uuid7(event_id):
+        return None
+    try:
+        return id_time(event_id)
+    except OverflowError:
+        return None
+
+
 def uuid7_at(when: datetime) -> uuid.UUID:
     """A UUIDv7 carrying ``when`` (millisecond precision), for backfills and test data."""
     millis = int(when.timestamp() * 1000)

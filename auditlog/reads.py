@@ -22,7 +22,7 @@ from psycopg.waiting import Ready, Wait
 
 from auditlog.export import COLUMNS, CSV_SELECT_LIST
 from auditlog.filters import EventFilters
-from auditlog.ids import id_time, is_uuid7
+from auditlog.ids import time_hint
 from auditlog.store.queries import QUERIES
 
 EVENT_COLUMNS: LiteralString = (
@@ -247,7 +247,7 @@ def events_by_ids(
     ``rendered``: as for ``list_events``."""
     if not ids:
         return []
-    times = [id_time(i) for i in ids if is_uuid7(i)]
+    times = [t for t in map(time_hint, ids) if t is not None]
     if not times:
         return []
     params = {

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from auditlog.chain import CANONICAL_FIELDS, field_digest
-from auditlog.ids import id_time, is_uuid7
+from auditlog.ids import time_hint
 from auditlog.store.queries import QUERIES
 
 REDACTABLE_FIELDS = (
@@ -58,7 +58,7 @@ def redact_event(
     """Erase ``fields`` of one event, keeping each one's digest so the chain still verifies.
     Returns the fields that held a value and were erased now, or None if there is no such
     event in the tenant."""
-    when = id_time(event_id) if is_uuid7(event_id) else None
+    when = time_hint(event_id)
     row = conn.execute(
         QUERIES["event_for_redaction"], {"tenant_id": tenant_id, "id": event_id, "id_time": when}
     ).fetchone()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -216,6 +217,17 @@ def refresh(client: OpenSearch, prefix: str = DEFAULT_PREFIX) -> None:
     client.indices.refresh(index=index_pattern(prefix))
 
 
+def ip_term(network: str) -> dict[str, Any]:
+    """The clause for events whose address lies in ``network`` (an address or CIDR).
+    OpenSearch keeps an IPv4-mapped IPv6 address (``::ffff:1.2.3.4``) as its IPv4 address
+    and refuses CIDR notation on one, so such a network is given in its IPv4 form."""
+    parsed = ipaddress.ip_network(network, strict=False)
+    mapped = parsed.network_address.ipv4_mapped if parsed.version == 6 else None
+    if mapped is not None and parsed.prefixlen >= 96:
+        parsed = ipaddress.IPv4Network((mapped, parsed.prefixlen - 96))
+    return {"term": {"ip_address": str(parsed)}}
+
+
 def filters_to_query(tenant_id: uuid.UUID, filters: EventFilters) -> list[dict[str, Any]]:
     """The listing's filters as OpenSearch filter clauses, the tenant first."""
     clauses: list[dict[str, Any]] = [{"term": {"tenant_id": str(tenant_id)}}]
@@ -232,7 +244,7 @@ def filters_to_query(tenant_id: uuid.UUID, filters: EventFilters) -> list[dict[s
     if filters.severities:
         clauses.append({"terms": {"severity": filters.severities}})
     if filters.ip_network:
-        clauses.append({"term": {"ip_address": filters.ip_network}})
+        clauses.append(ip_term(filters.ip_network))
     for field, low, high in (
         ("created_at", filters.created_from, filters.created_to),
         ("occurred_at", filters.occurred_from, filters.occurred_to),

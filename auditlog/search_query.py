@@ -18,15 +18,15 @@ A value with spaces or colons is quoted: ``resource_id:"a b"``. Anything else wi
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from auditlog.events import ActionType, format_time, parse_time
 from auditlog.filters import SEVERITY_ORDER
+from auditlog.search import ip_term
 
 MAX_QUERY_LENGTH = 1000
 _TOKEN = re.compile(
@@ -54,8 +54,7 @@ def _unquote(value: str) -> str:
 def _time_bounds(value: str) -> tuple[datetime, datetime]:
     """A date is its whole UTC day; a date-time is an instant."""
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        day = date.fromisoformat(value)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        start = parse_time(f"{value}T00:00:00+00:00")  # its checks, years included
         return start, start + timedelta(days=1)
     instant = parse_time(value)
     return instant, instant
@@ -119,10 +118,9 @@ def _qualifier(name: str, op: str, raw: str) -> dict[str, Any]:
         return {"term": {"session_id": value}}
     if name == "ip":
         try:
-            network = ipaddress.ip_network(value, strict=False)
+            return ip_term(value)
         except ValueError:
             raise QuerySyntaxError(f"ip: {value!r} is not an address or CIDR network") from None
-        return {"term": {"ip_address": str(network)}}
     if name in ("created", "occurred"):
         return _range_clause(f"{name}_at", op, value)
     if root in _JSON_ROOTS and "." in name:

@@ -16,6 +16,7 @@ from api.logs.service import queue_unavailable
 from api.logs.views import bp
 from api.services import services
 from auditlog.events import ActionType, FieldError, Severity, format_time, parse_time
+from auditlog.filters import whole_number
 from auditlog.platform_events import platform_event
 from auditlog.queue import QueueUnavailable
 from auditlog.retention import REDACTABLE_FIELDS, cleanup_before, redact_event
@@ -49,10 +50,11 @@ def _cutoff(errors: list[FieldError]) -> datetime | None:
         errors.append(FieldError("before", "give exactly one of before or older_than_days"))
         return None
     if days is not None:
-        if not days.isdigit() or not 1 <= int(days) <= 36500:
+        count = whole_number(days)
+        if count is None or not 1 <= count <= 36500:
             errors.append(FieldError("older_than_days", "must be a whole number from 1 to 36500"))
             return None
-        return datetime.now(UTC) - timedelta(days=int(days))
+        return datetime.now(UTC) - timedelta(days=count)
     assert before is not None
     try:
         return parse_time(before.replace(" ", "+"))

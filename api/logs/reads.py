@@ -16,9 +16,9 @@ from api.errors import ApiProblem, validation_problem
 from api.logs.views import bp
 from api.services import Services, services
 from auditlog.cursor import BadCursor, decode_cursor, encode_cursor
-from auditlog.events import FieldError
+from auditlog.events import FieldError, parse_time
 from auditlog.export import CONTENT_TYPES, WRITERS
-from auditlog.filters import EventFilters, parse_filters
+from auditlog.filters import EventFilters, parse_filters, whole_number
 from auditlog.reads import copy_csv, events_by_ids, iter_events, list_events
 from auditlog.search import SearchUnavailable, filters_to_query, search_ids
 from auditlog.search_query import ParsedQuery, QuerySyntaxError, parse_query
@@ -40,11 +40,8 @@ def _int_arg(
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
+    value = whole_number(raw)
+    if value is None or not low <= value <= high:
         errors.append(FieldError(name, f"must be a whole number from {low} to {high}"))
         return default
     return value
@@ -83,17 +80,13 @@ def list_logs() -> Response:
             position = decode_cursor(request.args["cursor"], {"c", "i", "o"})
             if position["o"] != order:
                 raise BadCursor("belongs to the other order")
-            datetime.fromisoformat(position["c"])
+            parse_time(position["c"])  # with a timezone and within the years events have
             uuid.UUID(position["i"])
         except (BadCursor, ValueError, TypeError, KeyError):
             errors.append(FieldError("cursor", "is not a cursor this API issued for this order"))
     if errors:
         raise validation_problem(errors)
-    after = (
-        None
-        if position is None
-        else (datetime.fromisoformat(position["c"]), uuid.UUID(position["i"]))
-    )
+    after = None if position is None else (parse_time(position["c"]), uuid.UUID(position["i"]))
     svc, tenant = services(), current_tenant()
     if query is not None:
         rows = _search(svc, tenant, filters, query, limit + 1, order == "desc", after)

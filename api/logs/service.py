@@ -14,7 +14,7 @@ from api.errors import ApiProblem
 from api.services import Services
 from auditlog.events import AcceptedEvent, EventIn, FieldError, format_time
 from auditlog.idempotency import KeyReusedError, Reservation
-from auditlog.ids import id_time, is_uuid7, new_event_id
+from auditlog.ids import id_time, new_event_id, time_hint
 from auditlog.queue import QueueUnavailable, pack_records
 from auditlog.ratelimit import retry_after_header
 from auditlog.store.queries import QUERIES
@@ -200,7 +200,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def get_event(svc: Services, tenant_id: uuid.UUID, event_id: uuid.UUID) -> dict[str, Any] | None:
     with svc.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        when = id_time(event_id) if is_uuid7(event_id) else None
+        when = time_hint(event_id)
         cur.execute(QUERIES["get_event"], {"tenant_id": tenant_id, "id": event_id, "id_time": when})
         row = cur.fetchone()
     return None if row is None else event_json(row)

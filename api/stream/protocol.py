@@ -14,6 +14,7 @@ Refusals and ends are close frames with a code and a reason naming the cause.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 import orjson
 
 from auditlog.events import FieldError
-from auditlog.filters import EventFilters, parse_filters
+from auditlog.filters import EventFilters, parse_filters, whole_number
 
 MAX_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
 
@@ -84,8 +85,8 @@ def parse_request(args: Mapping[str, Sequence[str]]) -> StreamRequest:
     if len(raw) > 1:
         errors.append(FieldError("since_seq", "may be given once"))
     elif raw:
-        since_seq = int(raw[0]) if raw[0].isascii() and raw[0].isdigit() else -1
-        if not 0 <= since_seq <= MAX_SEQ:
+        since_seq = whole_number(raw[0])
+        if since_seq is None or not 0 <= since_seq <= MAX_SEQ:
             errors.append(FieldError("since_seq", "must be a whole number >= 0"))
     if errors:
         first = errors[0]
@@ -106,7 +107,12 @@ def matches(filters: EventFilters, action_type: str, severity: str, resource_typ
 
 
 def _dumps(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
+    try:
+        return orjson.dumps(message).decode()
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits (events keep them exact) or a lone surrogate: the
+        # stdlib spells both, as the REST reads do (api/json_provider.py).
+        return json.dumps(message, separators=(",", ":"))
 
 
 def event_message(event: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@ is itself an audit event of the platform tenant."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -25,7 +24,8 @@ from api.logs.service import queue_unavailable
 from api.requests import json_body
 from api.services import services
 from auditlog.cursor import BadCursor, decode_cursor, encode_cursor
-from auditlog.events import ActionType, FieldError, format_time, text_problem
+from auditlog.events import ActionType, FieldError, format_time, parse_time, text_problem
+from auditlog.filters import whole_number
 from auditlog.platform_events import platform_event
 from auditlog.queue import QueueUnavailable
 from auditlog.store.queries import QUERIES
@@ -141,19 +141,16 @@ def list_tenants() -> Response:
     status = request.args.get("status")
     if status is not None and status not in ("active", "inactive", "suspended"):
         errors.append(FieldError("status", "must be active, inactive or suspended"))
-    try:
-        limit = int(request.args.get("limit", "50"))
-        if not 1 <= limit <= 200:
-            raise ValueError
-    except ValueError:
+    parsed_limit = whole_number(request.args.get("limit", "50"))
+    if parsed_limit is None or not 1 <= parsed_limit <= 200:
         errors.append(FieldError("limit", "must be a whole number from 1 to 200"))
-        limit = 50
+    limit = parsed_limit if parsed_limit is not None and 1 <= parsed_limit <= 200 else 50
     after: dict[str, Any] = {"after_created": None, "after_id": None}
     if "cursor" in request.args:
         try:
             position = decode_cursor(request.args["cursor"], {"c", "i"})
             after = {
-                "after_created": datetime.fromisoformat(position["c"]),
+                "after_created": parse_time(position["c"]),
                 "after_id": uuid.UUID(position["i"]),
             }
         except (BadCursor, ValueError, TypeError):

@@ -121,7 +121,7 @@ def test_metrics_answer_with_the_token(
     for scheme in ("Bearer", "bearer"):
         response = guarded.get("/metrics", headers={"Authorization": f"{scheme} {METRICS_TOKEN}"})
         assert response.status_code == 200, scheme
-        assert response.content_type.startswith("text/plain")
+        assert response.content_type == "text/plain; version=1.0.0; charset=utf-8"
         text = response.get_data(as_text=True)
         assert f'auditlog_events_accepted_total{{tenant_id="{tenant}"}}' in text
 

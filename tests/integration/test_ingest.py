@@ -132,6 +132,16 @@ def test_malformed_json_wrong_type_and_bad_utf8_are_4xx(
             {"field": "body", "message": "holds an integer of more than 4,300 digits"}
         ]
 
+    # NaN, Infinity and numbers past a float's range are not JSON; jsonb would store none.
+    for number in ("NaN", "-Infinity", "1e309"):
+        non_finite = '{"action_type": "VIEW", "metadata": {"n": ' + number + "}}"
+        for path in ("/api/v1/logs", "/api/v1/logs/bulk"):
+            refused = client.post(
+                path, data=non_finite, content_type="application/json", headers=auth
+            )
+            assert refused.status_code == 400, (number, path)
+            assert fields_named(refused) == {"body"}
+
     not_object = client.post("/api/v1/logs", json=[EVENT], headers=auth)
     assert not_object.status_code == 422
     assert fields_named(not_object) == {"body"}

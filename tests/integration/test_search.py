@@ -233,3 +233,28 @@ def test_indexing_catches_up_after_opensearch_was_away(
         "SELECT last_seq FROM search_watermarks WHERE tenant_id = %s", (tenant,)
     ).fetchone()
     assert mark == (3,)
+
+
+def test_an_ipv4_mapped_address_is_searchable(
+    client: FlaskClient,
+    settings: Settings,
+    queue: EventQueue,
+    tenant: uuid.UUID,
+    auth: dict[str, str],
+) -> None:
+    """OpenSearch keeps ``::ffff:1.2.3.4`` as 1.2.3.4 and refuses CIDR notation on the
+    mapped form: searching for it was a 503 ("search unavailable") with OpenSearch up."""
+    ids = load(
+        settings,
+        queue,
+        tenant,
+        [
+            {"ip_address": "::ffff:1.2.3.4"},
+            {"ip_address": "1.2.3.5"},
+            {"ip_address": "2001:db8::1"},
+        ],
+    )
+    index_all(settings)
+    assert search(client, auth, "ip:::ffff:1.2.3.4") == [ids[0]]
+    assert search(client, auth, "ip:::ffff:1.2.3.0/120") == [ids[1], ids[0]]
+    assert search(client, auth, "doc", "&ip=::ffff:1.2.3.4") == [ids[0]]

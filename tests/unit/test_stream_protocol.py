@@ -13,6 +13,7 @@ from api.stream.protocol import (
     CloseCode,
     StreamRefused,
     close_reason,
+    event_message,
     heartbeat_message,
     matches,
     parse_request,
@@ -73,6 +74,8 @@ def test_tenant_id_is_a_policy_refusal() -> None:
         ({"since_seq": ["1.5"]}, "since_seq"),
         ({"since_seq": ["١٢"]}, "since_seq"),  # Arabic-Indic digits are not accepted
         ({"since_seq": [str(2**63)]}, "since_seq"),
+        ({"since_seq": ["9" * 5000]}, "since_seq"),  # past int()'s digit limit
+        ({"since_seq": ["1_0"]}, "since_seq"),
         ({"since_seq": ["1", "2"]}, "since_seq"),
         ({"min_severity": ["LOUD"]}, "min_severity"),
         ({"severity": ["LOUD"]}, "severity"),
@@ -94,6 +97,19 @@ def test_close_reasons_fit_a_control_frame_without_splitting_characters() -> Non
     assert len(cut.encode()) <= MAX_REASON_BYTES
     assert cut.endswith("...")
     assert set(cut[:-3]) == {"é"}
+
+
+def test_an_event_with_an_integer_past_64_bits_is_sent_exactly() -> None:
+    """Events keep such integers exact (PostgreSQL's jsonb does); orjson cannot write them.
+    Once, one such event failed every backlog of its tenant's sockets, and the hub's
+    listener with it (other tenants' sockets too)."""
+    message = event_message({"seq": 1, "metadata": {"n": 2**64, "s": "\ud800"}})
+    assert json.loads(message) == {
+        "type": "event",
+        "seq": 1,
+        "metadata": {"n": 2**64, "s": "\ud800"},
+    }
+    message.encode("utf-8")  # a lone surrogate goes as an escape, not as a broken character
 
 
 def test_heartbeat_names_the_last_seq() -> None:
