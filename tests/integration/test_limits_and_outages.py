@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -17,6 +18,7 @@ from flask import Flask
 from api import create_app
 from auditlog.queue import EventQueue
 from auditlog.settings import Settings
+from auditlog.store.migrate import discover
 from tests.integration.conftest import drain_messages
 
 EVENT = {"action_type": "VIEW", "resource_type": "doc", "resource_id": "1", "severity": "INFO"}
@@ -163,3 +165,40 @@ def test_metrics_count_requests_and_accepted_events(
     )
     assert "auditlog_http_request_duration_seconds_bucket" in text
     assert len(drain_messages(queue)) == 1
+
+
+def test_readiness_names_the_migrations_the_database_lacks(
+    make_app: Callable[[Settings], Flask], settings: Settings
+) -> None:
+    ready = make_app(settings).test_client().get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"postgres": "ok", "schema": "ok", "sqs": "ok"}
+
+    name = f"auditlog_readyz_{uuid.uuid4().hex[:10]}"
+    admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, not input
+    try:
+        stale = replace(settings, database_url=settings.database_url.rsplit("/", 1)[0] + f"/{name}")
+        client = make_app(stale).test_client()
+        empty = client.get("/readyz")
+        assert empty.status_code == 503
+        assert (
+            empty.get_json()["checks"]["schema"]
+            == "error: no migrations applied (auditlog migrate)"
+        )
+        versions = [m.version for m in discover()]
+        with psycopg.connect(stale.database_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+            for version in versions[:-1]:
+                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
+        behind = client.get("/readyz")
+        assert behind.status_code == 503
+        assert behind.get_json()["checks"] == {
+            "postgres": "ok",
+            "schema": f"error: migrations {versions[-1]} not applied (auditlog migrate)",
+            "sqs": "ok",
+        }
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
