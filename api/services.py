@@ -18,6 +18,7 @@ from auditlog.queue import EventQueue
 from auditlog.ratelimit import RateLimiter
 from auditlog.search import make_client as make_search_client
 from auditlog.settings import Settings
+from auditlog.store.pool import open_pool
 from auditlog.tenants import tenant_status
 
 
@@ -59,8 +60,17 @@ class Services:
     idempotency: IdempotencyStore = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     search: OpenSearch = field(init=False)
+    export_pool: ConnectionPool = field(init=False)
 
     def __post_init__(self) -> None:
+        # Apart from ``pool``: an export holds its connection while the client reads, and
+        # slow readers must not leave ingest and reads without connections.
+        self.export_pool = open_pool(
+            self.settings.database_url,
+            min_size=0,
+            max_size=self.settings.db_export_pool_max,
+            name="api-exports",
+        )
         self.tenants = TenantStatusCache(self.pool)
         self.producer = BatchingProducer(
             self.queue,
@@ -78,6 +88,7 @@ class Services:
     def close(self) -> None:
         self.producer.close()
         self.search.close()
+        self.export_pool.close()
         self.pool.close()
 
 

@@ -51,6 +51,9 @@ DEFAULTS: dict[str, str] = {
     "PRODUCER_SENDERS": "2",
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "8",
+    # Exports hold a connection for as long as the client takes to read them: they get a
+    # pool of their own, so slow readers cannot take every connection the API has.
+    "DB_EXPORT_POOL_MAX": "3",
     "DRAIN_BATCH_SIZE": "500",
     "DRAIN_BATCH_EVENTS": "10000",
     "DRAIN_TIME_BUDGET_SECONDS": "120",
@@ -99,6 +102,7 @@ class Settings:
     producer_senders: int = int(DEFAULTS["PRODUCER_SENDERS"])
     db_pool_min: int = int(DEFAULTS["DB_POOL_MIN"])
     db_pool_max: int = int(DEFAULTS["DB_POOL_MAX"])
+    db_export_pool_max: int = int(DEFAULTS["DB_EXPORT_POOL_MAX"])
     drain_batch_size: int = int(DEFAULTS["DRAIN_BATCH_SIZE"])
     drain_batch_events: int = int(DEFAULTS["DRAIN_BATCH_EVENTS"])
     drain_time_budget_seconds: float = float(DEFAULTS["DRAIN_TIME_BUDGET_SECONDS"])

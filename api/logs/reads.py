@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from flask import Response, jsonify, request, stream_with_context
+from psycopg_pool import PoolTimeout
 
 from api.auth import READ_ROLES, current_tenant, require_roles
 from api.errors import ApiProblem, validation_problem
@@ -168,9 +169,9 @@ def export_logs() -> Response:
     svc, tenant = services(), current_tenant()
 
     def generate() -> Any:
-        # One pooled connection for the whole stream; a server-side cursor inside a
-        # transaction keeps memory flat however many rows are exported.
-        with svc.pool.connection() as conn, conn.transaction():
+        # One connection of the exports' pool for the whole stream; a server-side cursor
+        # inside a transaction keeps memory flat however many rows are exported.
+        with svc.export_pool.connection() as conn, conn.transaction():
             if fmt == "csv":
                 yield from copy_csv(conn, tenant, filters)
             else:
@@ -179,7 +180,16 @@ def export_logs() -> Response:
     # The first chunk (the query started, the header written) is produced here, so that a
     # failure to start is an ordinary problem response rather than a broken stream.
     stream = generate()
-    first = next(stream, b"")  # an export with no rows may yield nothing at all
+    try:
+        first = next(stream, b"")  # an export with no rows may yield nothing at all
+    except PoolTimeout:  # every connection of the exports' pool is streaming an export
+        raise ApiProblem(
+            503,
+            f"{svc.settings.db_export_pool_max} exports are running in this API process; "
+            "retry later.",
+            kind="exports-busy",
+            headers={"Retry-After": "10"},
+        ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
         stream_with_context(itertools.chain([first], stream)),

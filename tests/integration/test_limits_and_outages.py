@@ -202,3 +202,32 @@ def test_readiness_names_the_migrations_the_database_lacks(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_exports_have_their_own_connections(
+    make_app: Callable[[Settings], Flask],
+    settings: Settings,
+    tenant: uuid.UUID,
+    token_for: Callable[..., str],
+) -> None:
+    """An export holds its connection until the client has read it all. Slow readers take
+    the exports' connections only: the next export is told to retry (503), and everything
+    else still gets a connection."""
+    app = make_app(replace(settings, db_export_pool_max=1, db_pool_max=1))
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token_for(tenant, 'reader')}"}
+    reading = client.get("/api/v1/logs/export?format=csv", headers=auth, buffered=False)
+    assert reading.status_code == 200
+    try:
+        started = time.monotonic()
+        busy = client.get("/api/v1/logs/export?format=csv", headers=auth)
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "10"
+        assert busy.get_json()["type"].endswith("/exports-busy")
+        assert time.monotonic() - started < 15
+        listing = client.get("/api/v1/logs", headers=auth)  # the one ordinary connection
+        assert listing.status_code == 200
+        assert listing.get_json()["data"] == []
+    finally:
+        reading.close()  # the client is done: the export's connection goes back
+    assert client.get("/api/v1/logs/export?format=csv", headers=auth).status_code == 200
