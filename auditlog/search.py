@@ -18,7 +18,7 @@ from typing import Any
 
 from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import RequestError, TransportError
 
 from auditlog.events import format_time
 from auditlog.filters import SEVERITY_ORDER, EventFilters
@@ -78,6 +78,20 @@ INDEX_TEMPLATE: dict[str, Any] = {
 
 class SearchUnavailable(RuntimeError):
     """OpenSearch could not be reached or failed; nothing was indexed or found."""
+
+
+class SearchRefused(ValueError):
+    """OpenSearch answered 400 to a search: it will not run this query, however often it is
+    retried (unlike ``SearchUnavailable``). The message is OpenSearch's reason."""
+
+
+def _refusal_reason(exc: RequestError) -> str:
+    info = exc.info if isinstance(exc.info, dict) else {}
+    error = info.get("error")
+    causes = error.get("root_cause") if isinstance(error, dict) else None
+    if isinstance(causes, list) and causes and isinstance(causes[0], dict):
+        return str(causes[0].get("reason", exc.error))[:300]
+    return str(exc.error)[:300]
 
 
 def make_client(url: str) -> OpenSearch:
@@ -300,6 +314,8 @@ def search_ids(
             routing=str(tenant_id),
             ignore_unavailable=True,
         )
+    except RequestError as exc:
+        raise SearchRefused(_refusal_reason(exc)) from exc
     except (OSConnectionError, TransportError) as exc:
         raise SearchUnavailable(str(exc)[:500]) from exc
     return [(hit["_id"], hit["sort"]) for hit in answer["hits"]["hits"]]

@@ -4,6 +4,7 @@ logs blueprint; every query is scoped to the token's tenant."""
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,10 +22,12 @@ from auditlog.events import FieldError, parse_time
 from auditlog.export import CONTENT_TYPES, WRITERS
 from auditlog.filters import EventFilters, parse_filters, whole_number
 from auditlog.reads import copy_csv, events_by_ids, iter_events, list_events
-from auditlog.search import SearchUnavailable, filters_to_query, search_ids
+from auditlog.search import SearchRefused, SearchUnavailable, filters_to_query, search_ids
 from auditlog.search_query import ParsedQuery, QuerySyntaxError, parse_query
 from auditlog.stats import tenant_stats
 from auditlog.verify import verify_tenant_chain
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -143,6 +146,12 @@ def _search(
             search_after=search_after,
             prefix=svc.settings.search_index_prefix,
         )
+    except SearchRefused as refused:
+        # Retrying cannot help, so not a 503; logged, in case the query we built is at fault.
+        log.warning("search.refused", extra={"reason": str(refused)})
+        raise validation_problem(
+            [FieldError("q", f"OpenSearch cannot run this search: {refused}")]
+        ) from None
     except SearchUnavailable:
         raise ApiProblem(
             503,

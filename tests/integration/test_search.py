@@ -21,7 +21,7 @@ from auditlog.events import AcceptedEvent, EventIn
 from auditlog.ids import uuid7_at
 from auditlog.indexer import IndexStats, SearchIndexer
 from auditlog.queue import EventQueue, pack_records
-from auditlog.search import INDEX_PREFIX, make_client
+from auditlog.search import INDEX_PREFIX, SearchRefused, make_client, search_ids
 from auditlog.settings import Settings
 from auditlog.store.pool import connect
 
@@ -258,3 +258,25 @@ def test_an_ipv4_mapped_address_is_searchable(
     assert search(client, auth, "ip:::ffff:1.2.3.4") == [ids[0]]
     assert search(client, auth, "ip:::ffff:1.2.3.0/120") == [ids[1], ids[0]]
     assert search(client, auth, "doc", "&ip=::ffff:1.2.3.4") == [ids[0]]
+
+
+def test_a_search_opensearch_refuses_is_refused_not_unavailable(
+    client: FlaskClient,
+    settings: Settings,
+    queue: EventQueue,
+    tenant: uuid.UUID,
+    auth: dict[str, str],
+) -> None:
+    """OpenSearch's 400 means this query will never run: a 503 with Retry-After (as for
+    OpenSearch down) would send clients into retries."""
+    load(settings, queue, tenant, [{}])
+    index_all(settings)
+    with pytest.raises(SearchRefused, match="CIDR"):
+        search_ids(
+            make_client(settings.opensearch_url),
+            tenant,
+            [{"term": {"ip_address": "::ffff:1.2.3.4/128"}}],  # the mapped form, as CIDR
+            None,
+            size=10,
+            prefix=settings.search_index_prefix,
+        )
