@@ -77,6 +77,9 @@ def _bulk_items(body: Any, limit: int) -> list[Any]:
 
 
 def _parse_atomic() -> bool:
+    unknown = sorted(set(request.args) - {"atomic"})
+    if unknown:
+        raise validation_problem([FieldError(n, "is not a known parameter") for n in unknown])
     raw = request.args.get("atomic", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise validation_problem([FieldError("atomic", "must be true or false")])

@@ -84,6 +84,11 @@ def test_atomic_rejects_everything_when_one_item_is_bad(
     bad_flag = client.post("/api/v1/logs/bulk?atomic=maybe", json=[EVENT], headers=auth)
     assert bad_flag.status_code == 422
     assert [e["field"] for e in bad_flag.get_json()["errors"]] == ["atomic"]
+    unknown = client.post("/api/v1/logs/bulk?atomic=true&atomc=1", json=[EVENT], headers=auth)
+    assert unknown.status_code == 422
+    assert unknown.get_json()["errors"] == [
+        {"field": "atomc", "message": "is not a known parameter"}
+    ]
 
 
 def test_limits(client: FlaskClient, queue: EventQueue, auth: dict[str, str]) -> None:
