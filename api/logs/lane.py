@@ -37,6 +37,7 @@ from api.logs import service
 from api.observability import begin_request, finish_request
 from api.services import Services
 from auditlog.events import loads_fast, parse_event
+from auditlog.filters import whole_number
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -118,12 +119,9 @@ class SingleEventLane:
             or "HTTP_TRANSFER_ENCODING" in environ
         ):
             return None
-        declared = environ.get("CONTENT_LENGTH", "")
-        if not (declared.isascii() and declared.isdigit()):  # no sign, spaces or "²"
-            return None
-        length = int(declared)
+        length = whole_number(environ.get("CONTENT_LENGTH", ""))
         limit = self._app.config["MAX_CONTENT_LENGTH"]
-        if length == 0 or (limit is not None and length > limit):
+        if not length or (limit is not None and length > limit):
             return None
         return length
 

@@ -141,10 +141,10 @@ def list_tenants() -> Response:
     status = request.args.get("status")
     if status is not None and status not in ("active", "inactive", "suspended"):
         errors.append(FieldError("status", "must be active, inactive or suspended"))
-    parsed_limit = whole_number(request.args.get("limit", "50"))
-    if parsed_limit is None or not 1 <= parsed_limit <= 200:
+    limit = whole_number(request.args.get("limit", "50"))
+    if limit is None or not 1 <= limit <= 200:
         errors.append(FieldError("limit", "must be a whole number from 1 to 200"))
-    limit = parsed_limit if parsed_limit is not None and 1 <= parsed_limit <= 200 else 50
+        limit = 50
     after: dict[str, Any] = {"after_created": None, "after_id": None}
     if "cursor" in request.args:
         try:
